@@ -1,0 +1,111 @@
+"""`harness`: run a scenario, check or report a saved run, remove leftovers.
+
+Exit status: 0 every verdict holds; 1 a verdict failed; 2 bad usage or environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+EXIT_OK, EXIT_VERDICT, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"harness: {message} (see harness --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected N >= 1, got {n}")
+    return n
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="harness", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    r = sub.add_parser("run", help="run a scenario and check it")
+    r.add_argument("scenario")
+    r.add_argument("--backend", default="process", choices=["process", "docker"])
+    r.add_argument("--workers", type=_positive)
+    r.add_argument("--seed", type=int, default=7)
+    r.add_argument("--out", type=Path, help="run directory (default runs/<scenario>-<time>-s<seed>)")
+    r.add_argument("--server-bin", help="Resonate server binary (default .tools/bin/resonate, or $RESONATE_SERVER_BIN)")
+    c = sub.add_parser("check", help="recompute the verdicts of a saved run")
+    c.add_argument("run_dir", type=Path)
+    rep = sub.add_parser("report", help="render the report of a saved run")
+    rep.add_argument("run_dir", type=Path)
+    sub.add_parser("down", help="remove processes and containers a crashed run left behind")
+    sub.add_parser("list", help="list the scenarios")
+    return p
+
+
+def _print_results(results: dict, run_dir: Path) -> int:
+    for name, v in results["verdicts"].items():
+        print(f"{'PASS' if v['ok'] else 'FAIL'}  {name:13} {v['detail']}")
+    figs = ", ".join(f"{k}={v}" for k, v in results.get("figures", {}).items())
+    print(f"figures: {figs}")
+    print(f"run directory: {run_dir}")
+    return EXIT_OK if all(v["ok"] for v in results["verdicts"].values()) else EXIT_VERDICT
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    # SIGTERM behaves like Ctrl-C, so clusters are torn down on either.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        if args.cmd == "run":
+            from harness.runner import run
+            from reports import render
+
+            res = run(args.scenario, backend=args.backend, workers=args.workers, seed=args.seed, out=args.out,
+                      server_bin=args.server_bin)  # fmt: skip
+            render(res.run_dir)
+            return _print_results(res.results, res.run_dir)
+        if args.cmd == "check":
+            from harness.runner import check_run
+
+            return _print_results(check_run(args.run_dir), args.run_dir)
+        if args.cmd == "report":
+            from reports import render
+
+            for path in render(args.run_dir):
+                print(path)
+            return EXIT_OK
+        if args.cmd == "down":
+            from harness.cluster.process import reap_orphans
+
+            killed = reap_orphans()
+            print(f"harness down: removed {len(killed)} leftover processes")
+            return EXIT_OK
+        if args.cmd == "list":
+            from harness.runner import load_scenarios
+
+            for name, sc in sorted(load_scenarios().items()):
+                print(f"{name:16} {sc.description.splitlines()[0] if sc.description else ''}")
+            return EXIT_OK
+    except HarnessError as e:
+        print(f"harness: {e.oneline()}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("harness: interrupted; cluster torn down", file=sys.stderr)
+        return 130
+    except json.JSONDecodeError as e:
+        print(f"harness: a run directory with readable JSON files; seen: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

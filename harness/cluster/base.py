@@ -1,0 +1,146 @@
+"""The cluster: what runs (server, workers, gateway), one backend per way of running them."""
+
+from __future__ import annotations
+
+import abc
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from harness.errors import HarnessError
+from harness.stack import LegacyStack
+from harness.waiting import wait_until
+
+
+@dataclass
+class ClusterConfig:
+    run_dir: Path
+    stack: LegacyStack
+    workers: int = 3
+    ttl: int = 2  # worker lease (task ttl) in seconds; heartbeats every ttl/2
+    step_seconds: str = "0.5"  # WORKFLOW_STEP_SECONDS for the workers
+    gateway_instances: int = 4
+    workflow_module: str = "workflow.pipeline"
+    lambda_module: str = "workflow.lambda_function"
+    python: str = sys.executable
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise HarnessError("--workers N with N >= 1", seen=str(self.workers))
+        if self.gateway_instances < 1:
+            raise HarnessError("at least one gateway instance", seen=str(self.gateway_instances))
+
+    @property
+    def ledger_dir(self) -> Path:
+        return self.run_dir / "ledger"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+
+class Cluster(abc.ABC):
+    """Start/stop the SUT and apply process-level faults to its members by name."""
+
+    backend: str
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.server_api = ""  # http://host:port of the REST API, as the harness reaches it
+        self.gateway_url = ""
+
+    # lifecycle
+    @abc.abstractmethod
+    def start(self) -> None: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Remove everything this cluster started; safe to call twice."""
+
+    def __enter__(self) -> Cluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # workers
+    @abc.abstractmethod
+    def add_worker(self) -> str:
+        """Start one more worker, wait until it is connected, return its id."""
+
+    @abc.abstractmethod
+    def restart_worker(self, worker: str) -> None:
+        """Start a fresh process for a worker id whose process is gone."""
+
+    @abc.abstractmethod
+    def stop_worker(self, worker: str) -> None:
+        """Graceful removal (SIGTERM)."""
+
+    @abc.abstractmethod
+    def kill_worker(self, worker: str) -> None:
+        """SIGKILL, no goodbye."""
+
+    @abc.abstractmethod
+    def pause_worker(self, worker: str) -> None: ...
+
+    @abc.abstractmethod
+    def resume_worker(self, worker: str) -> None: ...
+
+    @abc.abstractmethod
+    def live_workers(self) -> list[str]: ...
+
+    # server
+    @abc.abstractmethod
+    def kill_server(self) -> None: ...
+
+    @abc.abstractmethod
+    def start_server(self) -> None:
+        """(Re)start the server on the same ports and store, and wait until it serves."""
+
+    # shared helpers ------------------------------------------------------------------------
+    def poll_connections(self) -> int:
+        """SSE connections the server's poll plugin holds (workers and gateway clients)."""
+        try:
+            text = requests.get(f"{self.metrics_url}/metrics", timeout=2).text
+        except requests.RequestException:
+            return -1
+        m = re.search(r'^aio_plugin_connections\{type="[^"]*poll"\} (\d+)', text, re.M)
+        return int(m.group(1)) if m else 0
+
+    metrics_url = ""
+
+    def wait_server_ready(self, timeout: float = 30) -> None:
+        def ready() -> bool:
+            try:
+                return requests.get(f"{self.server_api}/promises?id=__ready__&limit=1", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        wait_until(
+            ready,
+            timeout=timeout,
+            expected=f"the Resonate server answering at {self.server_api}",
+            seen=lambda: self.server_log_tail(),
+            hint="look at the server log in the run directory",
+        )
+
+    def wait_connections(self, at_least: int, timeout: float = 30) -> None:
+        wait_until(
+            lambda: self.poll_connections() >= at_least,
+            timeout=timeout,
+            expected=f"{at_least} SSE connections to the server's poll port",
+            seen=lambda: f"{self.poll_connections()} connected",
+            hint="look at the worker logs in the run directory",
+        )
+
+    def server_log_tail(self) -> str:
+        return ""

@@ -1,0 +1,239 @@
+"""The embedded default backend: server, workers and gateway as local processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+from harness.cluster.base import Cluster, ClusterConfig
+from harness.errors import HarnessError
+from harness.stack import PROJECT_ROOT, Ports
+from harness.waiting import free_port, wait_until
+
+OWNER_ENV = "HARNESS_OWNER"  # every process we start carries the harness's pid here
+
+
+class ProcessCluster(Cluster):
+    backend = "process"
+
+    def __init__(self, config: ClusterConfig) -> None:
+        super().__init__(config)
+        self.ports = Ports(api=free_port(), poll=free_port(), metrics=free_port())
+        self.server_api = f"http://127.0.0.1:{self.ports.api}"
+        self.metrics_url = f"http://127.0.0.1:{self.ports.metrics}"
+        self.gateway_port = free_port()
+        self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
+        self.server: subprocess.Popen[bytes] | None = None
+        self.gateway: subprocess.Popen[bytes] | None = None
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self._next_worker = 1
+        self._stopped = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        reap_orphans()
+        for d in (self.config.run_dir, self.config.ledger_dir, self.config.logs_dir, self.failpoints_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        (self.config.run_dir / "server").mkdir(exist_ok=True)
+        self.start_server()
+        for _ in range(self.config.workers):
+            self.add_worker()
+        self._start_gateway()
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        procs = [p for p in (self.gateway, *self.workers.values(), self.server) if p is not None]
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGCONT)  # a paused process cannot act on SIGTERM
+                p.terminate()
+        deadline = time.monotonic() + 5
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+        reap_orphans(owner=os.getpid())
+
+    # --- environment ----------------------------------------------------------------------
+    @property
+    def failpoints_dir(self) -> Path:
+        return self.config.run_dir / "failpoints"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        c = self.config
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(PROJECT_ROOT),
+            "PYTHONUNBUFFERED": "1",
+            OWNER_ENV: str(os.getpid()),
+            "HARNESS_RUN_DIR": str(c.run_dir),
+            "HARNESS_LEDGER_DIR": str(c.ledger_dir),
+            "HARNESS_FAILPOINTS": str(self.failpoints_dir / "armed.json"),
+            "HARNESS_WORKFLOW_MODULE": c.workflow_module,
+            "HARNESS_LAMBDA_MODULE": c.lambda_module,
+            "RESONATE_HOST": "http://127.0.0.1",
+            "RESONATE_STORE_PORT": str(self.ports.api),
+            "RESONATE_MSG_PORT": str(self.ports.poll),
+            "WORKFLOW_TTL": str(c.ttl),
+            "WORKFLOW_STEP_SECONDS": c.step_seconds,
+            "WORKFLOW_SINK": str(c.run_dir / "sink.db"),
+            **c.extra_env,
+            **extra,
+        }
+        return env
+
+    def _spawn(self, args: list[str], log_name: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        log = open(self.config.logs_dir / log_name, "ab")  # noqa: SIM115 - owned by the child
+        try:
+            return subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env(**extra_env),
+            )
+        finally:
+            log.close()
+
+    # --- server ---------------------------------------------------------------------------
+    def start_server(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            raise HarnessError(
+                "the server to be down before it is started", seen=f"pid {self.server.pid} running"
+            )
+        store = str(self.config.run_dir / "server" / "resonate.db")
+        args = [str(self.config.stack.server_bin), *self.config.stack.serve_args(self.ports, store)]
+        self.server = self._spawn(args, "server.log")
+        self.wait_server_ready()
+
+    def kill_server(self) -> None:
+        if self.server is not None:
+            self.server.kill()
+            self.server.wait(timeout=10)
+
+    def server_log_tail(self) -> str:
+        path = self.config.logs_dir / "server.log"
+        lines = path.read_text(errors="replace").splitlines()[-3:] if path.exists() else []
+        return " | ".join(lines) or "no server output"
+
+    # --- workers --------------------------------------------------------------------------
+    def add_worker(self) -> str:
+        worker = f"worker-{self._next_worker}"
+        self._next_worker += 1
+        self._start_worker(worker)
+        return worker
+
+    def restart_worker(self, worker: str) -> None:
+        proc = self.workers.get(worker)
+        if proc is not None and proc.poll() is None:
+            raise HarnessError(f"{worker} to be down before it is restarted", seen=f"pid {proc.pid} running")
+        self._start_worker(worker)
+
+    def _start_worker(self, worker: str) -> None:
+        before = self.poll_connections()
+        self.workers[worker] = self._spawn(
+            [self.config.python, "-m", "workflow.worker"], f"{worker}.log", HARNESS_WORKER_ID=worker
+        )
+        self.wait_connections(before + 1)
+
+    def _proc(self, worker: str) -> subprocess.Popen[bytes]:
+        try:
+            return self.workers[worker]
+        except KeyError:
+            raise HarnessError(f"a worker named one of {sorted(self.workers)}", seen=worker) from None
+
+    def worker_pid(self, worker: str) -> int:
+        return self._proc(worker).pid
+
+    def stop_worker(self, worker: str) -> None:
+        p = self._proc(worker)
+        p.terminate()
+        p.wait(timeout=10)
+
+    def kill_worker(self, worker: str) -> None:
+        p = self._proc(worker)
+        p.kill()
+        p.wait(timeout=10)
+
+    def pause_worker(self, worker: str) -> None:
+        os.kill(self._proc(worker).pid, signal.SIGSTOP)
+
+    def resume_worker(self, worker: str) -> None:
+        os.kill(self._proc(worker).pid, signal.SIGCONT)
+
+    def live_workers(self) -> list[str]:
+        return [w for w, p in self.workers.items() if p.poll() is None]
+
+    # --- gateway --------------------------------------------------------------------------
+    def _start_gateway(self) -> None:
+        c = self.config
+        args = [
+            c.python, "-m", "harness.gateway",
+            "--host", "127.0.0.1", "--port", str(self.gateway_port),
+            "--instances", str(c.gateway_instances), "--module", c.lambda_module,
+            "--log", str(c.logs_dir / "gateway-requests.jsonl"),
+        ]  # fmt: skip
+        self.gateway = self._spawn(args, "gateway.log")
+
+        def ready() -> bool:
+            if self.gateway is not None and self.gateway.poll() is not None:
+                raise HarnessError("the gateway to start", seen=f"it exited with {self.gateway.returncode}",
+                                   hint=f"look at {c.logs_dir / 'gateway.log'}")  # fmt: skip
+            try:
+                return requests.get(f"{self.gateway_url}/_gateway/instances", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        wait_until(ready, timeout=60, expected=f"the gateway answering at {self.gateway_url}",
+                   hint=f"look at {c.logs_dir / 'gateway.log'}")  # fmt: skip
+
+
+def _owner_of(pid: int) -> int | None:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for item in environ:
+        if item.startswith(OWNER_ENV.encode() + b"="):
+            with contextlib.suppress(ValueError):
+                return int(item.split(b"=", 1)[1])
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_orphans(owner: int | None = None) -> list[int]:
+    """SIGKILL processes the harness started: those of `owner`, or (default) those whose owner died."""
+    killed = []
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        pid = int(entry.name)
+        got = _owner_of(pid)
+        if got is None or got == pid:
+            continue
+        if (owner is not None and got == owner) or (owner is None and not _alive(got)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+    return killed

@@ -1,0 +1,116 @@
+"""Faults (the nemesis): what can go wrong, aimed at "the worker running step k of job j".
+
+Every fault is one function in FAULTS; each logs a `fault` event (and a `heal` event when it is
+undone), so the checks and reports see exactly what was done, to whom and when. To add a fault
+kind, add one function here and register it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from harness.cluster.base import Cluster
+from harness.history import EventLog, read_ledger
+from harness.probe import FAILPOINT_SITES
+from harness.waiting import wait_until
+
+
+class Nemesis:
+    def __init__(self, cluster: Cluster, events: EventLog) -> None:
+        self.cluster = cluster
+        self.events = events
+        self._fp_seq = 0
+
+    # --- targeting through the ledger -------------------------------------------------------
+    def in_flight(self, job_id: str, step: int) -> dict[str, Any] | None:
+        """The newest execution of step `step` of job `job_id` that has started and not ended."""
+        ledger = read_ledger(self.cluster.config.ledger_dir)
+        ended = {r["attempt"] for r in ledger if r["ev"] == "end"}
+        starts = [
+            r for r in ledger
+            if r["ev"] == "start" and r["job"] == job_id and r["step"] == step and r["attempt"] not in ended
+        ]  # fmt: skip
+        live = set(self.cluster.live_workers())
+        starts = [r for r in starts if r["worker"] in live]
+        return starts[-1] if starts else None
+
+    def wait_in_flight(self, job_id: str, step: int, timeout: float = 60) -> dict[str, Any]:
+        return wait_until(
+            lambda: self.in_flight(job_id, step),
+            timeout=timeout,
+            interval=0.02,
+            expected=f"a worker running step {step} of job {job_id}",
+            seen=lambda: f"{len(read_ledger(self.cluster.config.ledger_dir))} ledger records, none in flight",
+            hint="make steps longer (--step-seconds) so the harness can catch one",
+        )
+
+    def _log(self, fault: str, target: str, **fields: Any) -> dict[str, Any]:
+        return self.events.append("fault", fault=fault, target=target, **fields)
+
+    # --- fault kinds ------------------------------------------------------------------------
+    def kill(self, job_id: str, step: int, timeout: float = 60) -> dict[str, Any]:
+        """SIGKILL the worker running step `step` of job `job_id`, from outside."""
+        rec = self.wait_in_flight(job_id, step, timeout)
+        self.cluster.kill_worker(rec["worker"])
+        return self._log("kill", rec["worker"], job=job_id, step=step, pid=rec["pid"], attempt=rec["attempt"])
+
+    def pause(self, job_id: str, step: int, hold: float, timeout: float = 60) -> dict[str, Any]:
+        """SIGSTOP the worker running the step, SIGCONT it `hold` seconds later (in the background)."""
+        rec = self.wait_in_flight(job_id, step, timeout)
+        worker = rec["worker"]
+        self.cluster.pause_worker(worker)
+        ev = self._log(
+            "pause", worker, job=job_id, step=step, pid=rec["pid"], attempt=rec["attempt"], hold=hold
+        )
+
+        def later() -> None:
+            time.sleep(hold)
+            self.cluster.resume_worker(worker)
+            self.events.append("heal", fault="pause", target=worker)
+
+        threading.Thread(target=later, name=f"resume-{worker}", daemon=True).start()
+        return ev
+
+    def kill_worker(self, worker: str) -> dict[str, Any]:
+        """SIGKILL a named worker, whatever it is doing."""
+        self.cluster.kill_worker(worker)
+        return self._log("kill", worker)
+
+    def restart_worker(self, worker: str) -> dict[str, Any]:
+        self.cluster.restart_worker(worker)
+        return self.events.append("heal", fault="kill", target=worker)
+
+    def crash_server(self, down: float = 1.0) -> dict[str, Any]:
+        """kill -9 the server, keep it down `down` seconds, restart it on the same store and ports."""
+        self.cluster.kill_server()
+        ev = self._log("server-crash", "server", down=down)
+        time.sleep(down)
+        self.cluster.start_server()
+        self.events.append("heal", fault="server-crash", target="server")
+        return ev
+
+    def failpoint(self, job_id: str, step: int, at: str = "during", action: str = "crash") -> dict[str, Any]:
+        """Arm an in-worker failpoint: exact placement inside step `step` of `job_id`."""
+        if at not in FAILPOINT_SITES:
+            raise ValueError(f"failpoint site {at!r} is not one of {FAILPOINT_SITES}")
+        self._fp_seq += 1
+        fp = {"id": f"fp{self._fp_seq}", "job": job_id, "step": step, "at": at, "action": action}
+        path = self.cluster.config.run_dir / "failpoints" / "armed.json"
+        armed = json.loads(path.read_text()) if path.exists() else []
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps([*armed, fp]))
+        tmp.replace(path)  # workers never see a half-written file
+        return self.events.append("armed", **fp)
+
+
+FAULTS: dict[str, Callable[..., dict[str, Any]]] = {
+    "kill": Nemesis.kill,
+    "pause": Nemesis.pause,
+    "kill-worker": Nemesis.kill_worker,
+    "server-crash": Nemesis.crash_server,
+    "failpoint": Nemesis.failpoint,
+}

@@ -1,0 +1,221 @@
+"""Runs a scenario end to end: cluster + load + faults -> history -> verdicts -> results.json."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import random
+import shlex
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.checks import check
+from harness.cluster.base import Cluster, ClusterConfig
+from harness.errors import HarnessError
+from harness.faults import Nemesis
+from harness.figures import figures
+from harness.history import RUN_META, EventLog, History, snapshot_promises
+from harness.load import Client, make_jobs
+from harness.stack import PROJECT_ROOT, LegacyStack, get_stack
+
+RESULTS = "results.json"
+BACKENDS = ("process", "docker")
+
+
+@dataclass
+class Settings:
+    workers: int = 3
+    ttl: int = 2
+    step_seconds: str = "0.5"
+    gateway_instances: int = 4
+    liveness_deadline_s: float = 60.0
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    verdicts: list[str]
+    body: Callable[[RunContext], None]
+    settings: Settings = field(default_factory=Settings)
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(name: str, verdicts: list[str], **settings: Any) -> Callable[[Callable[[RunContext], None]], Any]:
+    """Register a scenario body under `name`; `verdicts` are the checks it exercises."""
+
+    def register(body: Callable[[RunContext], None]) -> Callable[[RunContext], None]:
+        SCENARIOS[name] = Scenario(name, (body.__doc__ or "").strip(), verdicts, body, Settings(**settings))
+        return body
+
+    return register
+
+
+def load_scenarios() -> dict[str, Scenario]:
+    """Import every scenario module of the `scenarios` package (each registers itself)."""
+    import scenarios
+
+    for mod in pkgutil.iter_modules(scenarios.__path__):
+        if not mod.name.startswith(("test_", "conftest")):
+            importlib.import_module(f"scenarios.{mod.name}")
+    return SCENARIOS
+
+
+@dataclass
+class RunContext:
+    """What a scenario body works with."""
+
+    cluster: Cluster
+    events: EventLog
+    client: Client
+    nemesis: Nemesis
+    rng: random.Random
+    settings: Settings
+
+    def jobs(self, n: int, prefix: str = "job") -> list[dict[str, Any]]:
+        jobs = make_jobs(self.rng, n, prefix)
+        self.client.register(jobs)
+        return jobs
+
+    def wait_done(self, job_ids: list[str], timeout: float | None = None) -> dict[str, float]:
+        return self.client.wait_done(job_ids, timeout or self.settings.liveness_deadline_s + 30)
+
+    def phase(self, name: str, **fields: Any) -> None:
+        self.events.append("phase", name=name, **fields)
+
+
+def make_cluster(backend: str, config: ClusterConfig) -> Cluster:
+    if backend == "process":
+        from harness.cluster.process import ProcessCluster
+
+        return ProcessCluster(config)
+    if backend == "docker":
+        try:
+            from harness.cluster.docker import DockerCluster  # type: ignore[import-not-found]
+        except ImportError as e:
+            raise HarnessError("the docker backend", seen="not available in this version", hint="--backend process") from e
+        return DockerCluster(config)
+    raise HarnessError(f"--backend one of {', '.join(BACKENDS)}", seen=backend)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    results: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return all(v["ok"] for v in self.results["verdicts"].values())
+
+
+def run(
+    name: str,
+    *,
+    backend: str = "process",
+    workers: int | None = None,
+    seed: int = 7,
+    out: Path | None = None,
+    server_bin: Path | str | None = None,
+    workflow_module: str = "workflow.pipeline",
+    lambda_module: str = "workflow.lambda_function",
+    overrides: dict[str, Any] | None = None,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+) -> RunResult:
+    scenarios = load_scenarios()
+    if name not in scenarios:
+        raise HarnessError(f"a scenario, one of: {', '.join(sorted(scenarios))}", seen=name)
+    sc = scenarios[name]
+    settings = Settings(**{**asdict(sc.settings), **(overrides or {})})
+    if workers is not None:
+        settings.workers = workers
+    if settings.workers < 1:
+        raise HarnessError("--workers N with N >= 1", seen=str(settings.workers))
+    if backend not in BACKENDS:
+        raise HarnessError(f"--backend one of {', '.join(BACKENDS)}", seen=backend)
+    stack = get_stack("legacy", server_bin)
+    versions = stack.check_compatible()
+    run_dir = Path(out or PROJECT_ROOT / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-s{seed}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "scenario": name, "backend": backend, "stack": stack.name, "seed": seed, "versions": versions,
+        "verdicts": sc.verdicts, "settings": asdict(settings),
+        "sut": {"workflow_module": workflow_module, "lambda_module": lambda_module},
+        "command": reproduce_command(name, backend, settings.workers, seed),
+    }  # fmt: skip
+    (run_dir / RUN_META).write_text(json.dumps(meta, indent=1))
+    log(f"harness: {name} on {backend}, {settings.workers} workers, seed {seed}; "
+        f"server {versions['server']}, sdk {versions['sdk']}; run dir {run_dir}")  # fmt: skip
+    config = ClusterConfig(
+        run_dir=run_dir, stack=stack, workers=settings.workers, ttl=settings.ttl,
+        step_seconds=settings.step_seconds, gateway_instances=settings.gateway_instances,
+        workflow_module=workflow_module, lambda_module=lambda_module,
+    )  # fmt: skip
+    events = EventLog(run_dir)
+    try:
+        cluster = make_cluster(backend, config)
+        with cluster:
+            events.append("phase", name="cluster-up", workers=cluster.live_workers())
+            ctx = RunContext(cluster, events, Client(cluster.gateway_url, events), Nemesis(cluster, events),
+                             random.Random(seed), settings)  # fmt: skip
+            try:
+                sc.body(ctx)
+            except HarnessError as e:
+                events.append("error", error=e.oneline())
+                log(f"harness: scenario stopped early: {e.oneline()}")
+            except Exception as e:  # a bug in a scenario must still leave a checkable history
+                events.append("error", error=repr(e), trace=traceback.format_exc())
+                log(f"harness: scenario raised {e!r}")
+            events.append("phase", name="done")
+            snapshot_promises(cluster.server_api, run_dir)
+    finally:
+        events.close()
+    return RunResult(run_dir, check_run(run_dir))
+
+
+def check_run(run_dir: Path) -> dict[str, Any]:
+    """Compute the verdicts of a saved run and (re)write its results.json. Reads only the run dir."""
+    h = History.load(run_dir)
+    meta = h.meta
+    verdicts = check(h, meta["verdicts"])
+    errors = h.of_kind("error")
+    if errors:
+        verdicts["run"] = {"ok": False, "detail": f"the scenario stopped early: {errors[0]['error']}"}
+    results = {
+        "scenario": meta["scenario"], "backend": meta["backend"], "stack": meta["stack"], "seed": meta["seed"],
+        "versions": meta["versions"],
+        "jobs": {"submitted": len(h.of_kind("submit")), "unique": len(h.jobs()),
+                 "completed": len({e["job_id"] for e in h.of_kind("completed")})},
+        "faults": [
+            {"kind": f["fault"], "target": f["target"], "at": round(f["t"] - _t0(h), 3),
+             **{k: f[k] for k in ("job", "step") if k in f}}
+            for f in h.faults()
+        ] + [
+            {"kind": f"failpoint-{r['action']}", "target": r["worker"], "at": round(r["t"] - _t0(h), 3),
+             "job": r["job"], "step": r["step"], "site": r["at"]}
+            for r in h.ledger if r["ev"] == "failpoint"
+        ],
+        "verdicts": verdicts,
+        "figures": figures(h),
+        "command": meta.get("command"),
+    }  # fmt: skip
+    (Path(run_dir) / RESULTS).write_text(json.dumps(results, indent=1))
+    return results
+
+
+def _t0(h: History) -> float:
+    return h.events[0]["t"] if h.events else 0.0
+
+
+def reproduce_command(name: str, backend: str, workers: int, seed: int) -> str:
+    return shlex.join(["harness", "run", name, "--backend", backend, "--workers", str(workers), "--seed", str(seed)])
+
+
+__all__ = ["SCENARIOS", "LegacyStack", "RunContext", "check_run", "load_scenarios", "run", "scenario"]
