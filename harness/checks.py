@@ -74,7 +74,7 @@ class Hit:
     t: float
     job: str
     step: int
-    site: str  # during | before | after_effect | after
+    site: str  # during | before | after_effect | after | server-down | paused
     attempt: str | None
 
 
@@ -82,17 +82,24 @@ def hits(h: History) -> list[Hit]:
     """Which step executions each fault interrupted, from the fault events and the ledger."""
     out: list[Hit] = []
     every = [a for job in h.jobs() for a in attempts(h, job)]
-    for f in h.faults():
+    struck: set[str] = set()  # an execution is interrupted once, by the first fault that reaches it
+    for f in sorted(h.faults(), key=lambda f: f["t"]):
         kind, t = f["fault"], f["t"]
-        if kind == "server-crash":
-            victims = [a for a in every if a.start <= t and (a.end is None or a.end > t)]
+        in_flight = [a for a in every if a.start <= t and (a.end is None or a.end > t) and a.attempt not in struck]
+        site = "during"
+        if kind == "server-crash":  # in-flight steps may finish or be re-run: both are allowed
+            site = "server-down"
+            victims = in_flight
         elif "pid" in f:
-            victims = [a for a in every if a.pid == f["pid"] and a.start <= t and (a.end is None or a.end > t)]
+            victims = [a for a in in_flight if a.pid == f["pid"]]
         else:
-            victims = [a for a in every if a.worker == f["target"] and a.start <= t and (a.end is None or a.end > t)]
-        out += [Hit(kind, f["target"], t, a.job, a.step, "during", a.attempt) for a in victims]
+            victims = [a for a in in_flight if a.worker == f["target"]]
+        if kind == "pause":  # a paused execution may finish after it resumes (a zombie)
+            site = "paused"
+        struck |= {a.attempt for a in victims}
+        out += [Hit(kind, f["target"], t, a.job, a.step, site, a.attempt) for a in victims]
         if not victims and f.get("job") and f.get("step"):
-            out.append(Hit(kind, f["target"], t, f["job"], f["step"], "during", f.get("attempt")))
+            out.append(Hit(kind, f["target"], t, f["job"], f["step"], site, f.get("attempt")))
     for r in h.ledger:
         if r["ev"] == "failpoint":
             fired = [a for a in attempts(h, r["job"]) if a.pid == r["pid"] and a.step == r["step"]]
@@ -140,7 +147,9 @@ def exactly_once(h: History) -> Verdict:
         got, expected = stack.decode(root.get("value")), jobs[job_id]["expected"]
         if got != expected:
             keys = sorted(k for k in set(got or {}) | set(expected) if (got or {}).get(k) != expected.get(k))
-            problems.append(f"job {job_id}: resolved with a value that differs from the expected one in {keys}")
+            problems.append(
+                f"job {job_id}: resolved with a value that differs from the expected one in {keys}"
+            )
     effects = Counter((r["job_id"], r["kind"]) for r in h.sink)
     for (job_id, kind), n in sorted(effects.items()):
         if n > 1:
@@ -237,9 +246,15 @@ def replay(h: History) -> Verdict:
                     )
                     break
             for x in step_hits:
-                if x.site == "before":
-                    continue
                 again = [a for a in runs if a.start > x.t and a.attempt != x.attempt and a.end is not None]
+                if x.site in ("before", "server-down", "paused"):  # no re-execution is owed
+                    if again:
+                        reruns.append(f"{job_id} step {step} ({x.fault} of {x.target} -> {again[0].worker})")
+                    zombie = next((a for a in runs if a.attempt == x.attempt and a.end is not None), None)
+                    if zombie is not None and again:
+                        reruns.append(f"the {x.fault}d attempt of {x.target} also finished, "
+                                      f"{zombie.end - x.t:.1f}s after the fault")  # fmt: skip
+                    continue
                 if not again:
                     problems.append(f"job {job_id} {_step(step)}: hit by {x.fault} of {x.target} "
                                     f"but never executed again to completion")  # fmt: skip
@@ -266,9 +281,11 @@ def replay(h: History) -> Verdict:
     jobs = h.jobs()
     for x in {x.job for x in all_hits}:
         root = promises.get(stack.root_id(x))
-        if root is not None and root["state"] == "RESOLVED" and stack.decode(root.get("value")) != jobs.get(
-            x, {}
-        ).get("expected"):
+        if (
+            root is not None
+            and root["state"] == "RESOLVED"
+            and stack.decode(root.get("value")) != jobs.get(x, {}).get("expected")
+        ):
             problems.append(f"job {x}: final value after the fault differs from the fault-free value")
     return _verdict(problems, f"{len(all_hits)} fault hits; earlier steps never re-ran, the hit step "
                               f"re-ran ({'; '.join(reruns[:4]) or 'none needed'}{'…' if len(reruns) > 4 else ''}), "

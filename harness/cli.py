@@ -41,7 +41,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=_positive)
     r.add_argument("--seed", type=int, default=7)
     r.add_argument("--out", type=Path, help="run directory (default runs/<scenario>-<time>-s<seed>)")
-    r.add_argument("--server-bin", help="Resonate server binary (default .tools/bin/resonate, or $RESONATE_SERVER_BIN)")
+    r.add_argument(
+        "--server-bin", help="Resonate server binary (default .tools/bin/resonate, or $RESONATE_SERVER_BIN)"
+    )
     c = sub.add_parser("check", help="recompute the verdicts of a saved run")
     c.add_argument("run_dir", type=Path)
     rep = sub.add_parser("report", help="render the report of a saved run")

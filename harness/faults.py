@@ -24,6 +24,7 @@ class Nemesis:
         self.cluster = cluster
         self.events = events
         self._fp_seq = 0
+        self._pending: list[threading.Thread] = []
 
     # --- targeting through the ledger -------------------------------------------------------
     def in_flight(self, job_id: str, step: int) -> dict[str, Any] | None:
@@ -58,22 +59,43 @@ class Nemesis:
         self.cluster.kill_worker(rec["worker"])
         return self._log("kill", rec["worker"], job=job_id, step=step, pid=rec["pid"], attempt=rec["attempt"])
 
-    def pause(self, job_id: str, step: int, hold: float, timeout: float = 60) -> dict[str, Any]:
-        """SIGSTOP the worker running the step, SIGCONT it `hold` seconds later (in the background)."""
+    def pause(self, job_id: str, step: int, hold: float | None = None, timeout: float = 60) -> dict[str, Any]:
+        """SIGSTOP the worker running the step; with `hold`, SIGCONT it that many seconds later."""
         rec = self.wait_in_flight(job_id, step, timeout)
         worker = rec["worker"]
         self.cluster.pause_worker(worker)
         ev = self._log(
             "pause", worker, job=job_id, step=step, pid=rec["pid"], attempt=rec["attempt"], hold=hold
         )
-
-        def later() -> None:
-            time.sleep(hold)
-            self.cluster.resume_worker(worker)
-            self.events.append("heal", fault="pause", target=worker)
-
-        threading.Thread(target=later, name=f"resume-{worker}", daemon=True).start()
+        if hold is not None:
+            thread = threading.Thread(target=lambda: (time.sleep(hold), self.resume(worker)), daemon=True,
+                                      name=f"resume-{worker}")  # fmt: skip
+            thread.start()
+            self._pending.append(thread)
         return ev
+
+    def resume(self, worker: str) -> dict[str, Any]:
+        self.cluster.resume_worker(worker)
+        return self.events.append("heal", fault="pause", target=worker)
+
+    def wait_rerun(self, fault: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Wait until another execution of the faulted step has started (a takeover)."""
+
+        def rerun() -> dict[str, Any] | None:
+            for r in read_ledger(self.cluster.config.ledger_dir):
+                if (r["ev"] == "start" and r["job"] == fault["job"] and r["step"] == fault["step"]
+                        and r["t"] > fault["t"] and r["attempt"] != fault.get("attempt")):  # fmt: skip
+                    return r
+            return None
+
+        return wait_until(rerun, timeout=timeout, expected=f"step {fault['step']} of {fault['job']} taken over",
+                          hint="the lease (ttl) must expire and the server re-dispatch the task")  # fmt: skip
+
+    def wait_healed(self, timeout: float) -> None:
+        """Wait until every fault scheduled to heal in the background (pauses) has healed."""
+        for thread in self._pending:
+            wait_until(lambda t=thread: not t.is_alive(), timeout=timeout, expected=f"{thread.name} to run",
+                       hint="a paused worker is resumed after its hold time")  # fmt: skip
 
     def kill_worker(self, worker: str) -> dict[str, Any]:
         """SIGKILL a named worker, whatever it is doing."""

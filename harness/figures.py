@@ -9,9 +9,9 @@ from harness.checks import attempts, completion_times, hits
 from harness.history import History
 
 
-def _pct(values: list[float], q: float) -> float:
+def _pct(values: list[float], q: float) -> float | None:
     if not values:
-        return 0.0
+        return None
     values = sorted(values)
     return round(values[min(len(values) - 1, int(q * len(values)))], 3)
 
@@ -21,7 +21,9 @@ def recoveries(h: History) -> list[dict[str, Any]]:
     done = completion_times(h)
     out = []
     for x in hits(h):
-        again = [a for a in attempts(h, x.job) if a.step == x.step and a.start > x.t and a.attempt != x.attempt]
+        again = [
+            a for a in attempts(h, x.job) if a.step == x.step and a.start > x.t and a.attempt != x.attempt
+        ]
         out.append(
             {
                 "fault": x.fault,

@@ -35,6 +35,7 @@ class Settings:
     step_seconds: str = "0.5"
     gateway_instances: int = 4
     liveness_deadline_s: float = 60.0
+    server_args: list[str] = field(default_factory=list)  # extra `resonate serve` flags
 
 
 @dataclass
@@ -49,7 +50,9 @@ class Scenario:
 SCENARIOS: dict[str, Scenario] = {}
 
 
-def scenario(name: str, verdicts: list[str], **settings: Any) -> Callable[[Callable[[RunContext], None]], Any]:
+def scenario(
+    name: str, verdicts: list[str], **settings: Any
+) -> Callable[[Callable[[RunContext], None]], Any]:
     """Register a scenario body under `name`; `verdicts` are the checks it exercises."""
 
     def register(body: Callable[[RunContext], None]) -> Callable[[RunContext], None]:
@@ -101,7 +104,9 @@ def make_cluster(backend: str, config: ClusterConfig) -> Cluster:
         try:
             from harness.cluster.docker import DockerCluster  # type: ignore[import-not-found]
         except ImportError as e:
-            raise HarnessError("the docker backend", seen="not available in this version", hint="--backend process") from e
+            raise HarnessError(
+                "the docker backend", seen="not available in this version", hint="--backend process"
+            ) from e
         return DockerCluster(config)
     raise HarnessError(f"--backend one of {', '.join(BACKENDS)}", seen=backend)
 
@@ -156,7 +161,7 @@ def run(
     config = ClusterConfig(
         run_dir=run_dir, stack=stack, workers=settings.workers, ttl=settings.ttl,
         step_seconds=settings.step_seconds, gateway_instances=settings.gateway_instances,
-        workflow_module=workflow_module, lambda_module=lambda_module,
+        workflow_module=workflow_module, lambda_module=lambda_module, server_args=settings.server_args,
     )  # fmt: skip
     events = EventLog(run_dir)
     try:
@@ -215,7 +220,9 @@ def _t0(h: History) -> float:
 
 
 def reproduce_command(name: str, backend: str, workers: int, seed: int) -> str:
-    return shlex.join(["harness", "run", name, "--backend", backend, "--workers", str(workers), "--seed", str(seed)])
+    return shlex.join(
+        ["harness", "run", name, "--backend", backend, "--workers", str(workers), "--seed", str(seed)]
+    )
 
 
 __all__ = ["SCENARIOS", "LegacyStack", "RunContext", "check_run", "load_scenarios", "run", "scenario"]

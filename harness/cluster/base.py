@@ -25,6 +25,7 @@ class ClusterConfig:
     gateway_instances: int = 4
     workflow_module: str = "workflow.pipeline"
     lambda_module: str = "workflow.lambda_function"
+    server_args: list[str] = field(default_factory=list)
     python: str = sys.executable
     extra_env: dict[str, str] = field(default_factory=dict)
 

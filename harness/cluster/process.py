@@ -112,7 +112,11 @@ class ProcessCluster(Cluster):
                 "the server to be down before it is started", seen=f"pid {self.server.pid} running"
             )
         store = str(self.config.run_dir / "server" / "resonate.db")
-        args = [str(self.config.stack.server_bin), *self.config.stack.serve_args(self.ports, store)]
+        args = [
+            str(self.config.stack.server_bin),
+            *self.config.stack.serve_args(self.ports, store),
+            *self.config.server_args,
+        ]
         self.server = self._spawn(args, "server.log")
         self.wait_server_ready()
 
