@@ -227,69 +227,67 @@ def replay(h: History) -> Verdict:
     stack = get_stack(h.meta.get("stack", "legacy"))
     promises = {p["id"]: p for p in h.promises}
     all_hits = hits(h)
-    problems: list[str] = []
+    done = completion_times(h)
+    jobs = h.jobs()
+    rerun_problems: list[str] = []  # the most telling problems first
+    missing_reruns: list[str] = []
+    checkpoint_problems: list[str] = []
     reruns: list[str] = []
     if not all_hits:
-        problems.append("no fault hit a step: replay was not exercised")
-    for job_id in sorted(completion_times(h) | {x.job: 0.0 for x in all_hits}):
+        rerun_problems.append("no fault hit a step: replay was not exercised")
+    for job_id in sorted(set(done) | {x.job for x in all_hits}):
         mine = attempts(h, job_id)
         job_hits = [x for x in all_hits if x.job == job_id]
+        disagree: list[str] = []
         for step in range(1, len(STEP_NAMES) + 1):
             runs = [a for a in mine if a.step == step]
             step_hits = [x for x in job_hits if x.step == step]
             # every execution after the first must follow a fault that hit this step
-            for a in runs[1:]:
-                if not any(x.t <= a.start for x in step_hits):
-                    problems.append(
-                        f"job {job_id} {_step(step)}: executed {len(runs)} times (by "
-                        f"{', '.join(r.worker for r in runs)}) though no fault interrupted it"
-                    )
-                    break
+            if any(not any(x.t <= a.start for x in step_hits) for a in runs[1:]):
+                rerun_problems.append(
+                    f"job {job_id} {_step(step)}: executed {len(runs)} times (by "
+                    f"{', '.join(r.worker for r in runs)}) though no fault interrupted it"
+                )
             for x in step_hits:
                 again = [a for a in runs if a.start > x.t and a.attempt != x.attempt and a.end is not None]
-                if x.site in ("before", "server-down", "paused"):  # no re-execution is owed
-                    if again:
-                        reruns.append(f"{job_id} step {step} ({x.fault} of {x.target} -> {again[0].worker})")
-                    zombie = next((a for a in runs if a.attempt == x.attempt and a.end is not None), None)
-                    if zombie is not None and again:
-                        reruns.append(f"the {x.fault}d attempt of {x.target} also finished, "
-                                      f"{zombie.end - x.t:.1f}s after the fault")  # fmt: skip
-                    continue
-                if not again:
-                    problems.append(f"job {job_id} {_step(step)}: hit by {x.fault} of {x.target} "
-                                    f"but never executed again to completion")  # fmt: skip
-                else:
+                if again:
                     reruns.append(f"{job_id} step {step} ({x.fault} of {x.target} -> {again[0].worker})")
-            # the checkpoint agrees with the ledger
-            ended = {_canon(a.value) for a in runs if a.end is not None}
-            child = promises.get(stack.child_id(job_id, step))
-            if job_id not in completion_times(h):
-                continue
-            if child is None:
-                problems.append(f"job {job_id} {_step(step)}: no checkpoint {stack.child_id(job_id, step)} "
-                                f"on the server though the ledger has {len(runs)} executions")  # fmt: skip
-            elif child["state"] != "RESOLVED" or _canon(stack.decode(child.get("value"))) not in ended:
-                problems.append(f"job {job_id} {_step(step)}: checkpoint {child['id']} ({child['state']}) "
-                                f"disagrees with the ledger's values")  # fmt: skip
+                    if x.site == "paused":
+                        zombie = next((a for a in runs if a.attempt == x.attempt), None)
+                        reruns.append(
+                            f"the paused attempt of {x.target} also finished, {zombie.end - x.t:.1f}s after the fault"
+                            if zombie is not None and zombie.end is not None
+                            else f"the paused attempt of {x.target} never finished"
+                        )
+                elif x.site not in ("before", "server-down", "paused"):  # those owe no re-execution
+                    missing_reruns.append(f"job {job_id} {_step(step)}: hit by {x.fault} of {x.target} "
+                                          f"but never executed again to completion")  # fmt: skip
+            if job_id in done:  # the checkpoint agrees with the ledger
+                ended = {_canon(a.value) for a in runs if a.end is not None}
+                child = promises.get(stack.child_id(job_id, step))
+                if child is None:
+                    disagree.append(f"{_step(step)} has no checkpoint ({len(runs)} executions in the ledger)")
+                elif child["state"] != "RESOLVED" or _canon(stack.decode(child.get("value"))) not in ended:
+                    disagree.append(f"{_step(step)} checkpoint {child['id']} holds another value")
+        children = {stack.child_id(job_id, s) for s in range(1, len(STEP_NAMES) + 1)}
         extra = sorted(
             p["id"] for p in h.promises
-            if stack.root_of(p) == stack.root_id(job_id) and p["id"] != stack.root_id(job_id)
-            and p["id"] not in {stack.child_id(job_id, s) for s in range(1, len(STEP_NAMES) + 1)}
+            if stack.root_of(p) == stack.root_id(job_id) and p["id"] != stack.root_id(job_id) and p["id"] not in children
         )  # fmt: skip
         if extra:
-            problems.append(f"job {job_id}: unexpected checkpoints {extra}")
-    jobs = h.jobs()
-    for x in {x.job for x in all_hits}:
-        root = promises.get(stack.root_id(x))
-        if (
-            root is not None
-            and root["state"] == "RESOLVED"
-            and stack.decode(root.get("value")) != jobs.get(x, {}).get("expected")
-        ):
-            problems.append(f"job {x}: final value after the fault differs from the fault-free value")
+            disagree.append(f"unexpected checkpoints {extra}")
+        if disagree:
+            checkpoint_problems.append(f"job {job_id}: the server's checkpoints disagree with the ledger: "
+                                       + "; ".join(disagree))  # fmt: skip
+        root = promises.get(stack.root_id(job_id))
+        expected = jobs.get(job_id, {}).get("expected")
+        if job_hits and root and root["state"] == "RESOLVED" and stack.decode(root.get("value")) != expected:
+            checkpoint_problems.append(f"job {job_id}: final value after the fault differs from the fault-free one")
+    problems = rerun_problems + missing_reruns + checkpoint_problems
+    shown = "; ".join(reruns[:4]) + ("…" if len(reruns) > 4 else "")
     return _verdict(problems, f"{len(all_hits)} fault hits; earlier steps never re-ran, the hit step "
-                              f"re-ran ({'; '.join(reruns[:4]) or 'none needed'}{'…' if len(reruns) > 4 else ''}), "
-                              f"later steps ran once; every checkpoint agrees with the ledger")  # fmt: skip
+                              f"re-ran ({shown or 'none needed'}), later steps ran once; every checkpoint "
+                              f"agrees with the ledger")  # fmt: skip
 
 
 def liveness(h: History) -> Verdict:

@@ -11,11 +11,12 @@ from typing import Any
 
 import requests
 
-from harness.errors import WaitTimeout
+from harness.errors import HarnessError, WaitTimeout
 from harness.history import EventLog
 from workflow.steps import expected_result
 
 DOC_TYPES = ("invoice", "contract", "receipt", "report")
+LOST_AFTER_404S = 3
 
 
 def make_jobs(rng: random.Random, n: int, prefix: str = "job") -> list[dict[str, Any]]:
@@ -99,6 +100,7 @@ class Client:
         """Poll status until every job is done; log `completed` for each; WaitTimeout otherwise."""
         pending = set(job_ids)
         done: dict[str, float] = {}
+        unknown: dict[str, int] = {}
         deadline = time.monotonic() + timeout
         while pending:
             for job_id in sorted(pending):
@@ -107,6 +109,15 @@ class Client:
                     self.events.append("completed", job_id=job_id, result=st.get("result"))
                     done[job_id] = time.time()
                     pending.discard(job_id)
+                unknown[job_id] = unknown.get(job_id, 0) + 1 if st.get("http") == 404 else 0
+            lost = sorted(j for j in pending if unknown.get(j, 0) >= LOST_AFTER_404S)
+            if lost:  # accepted, yet the status route says the job was never submitted
+                self.events.append("lost", job_ids=lost)
+                raise HarnessError(
+                    "every accepted job known to the status route (GET /status/<jobId>)",
+                    seen=f"{len(lost)} answered 404 {LOST_AFTER_404S} times, e.g. {lost[:3]}",
+                    hint="the gateway dispatched them under another promise id, or the server lost them",
+                )
             if not pending:
                 break
             if time.monotonic() > deadline:

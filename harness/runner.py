@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import pkgutil
 import random
 import shlex
@@ -129,8 +130,8 @@ def run(
     seed: int = 7,
     out: Path | None = None,
     server_bin: Path | str | None = None,
-    workflow_module: str = "workflow.pipeline",
-    lambda_module: str = "workflow.lambda_function",
+    workflow_module: str | None = None,
+    lambda_module: str | None = None,
     overrides: dict[str, Any] | None = None,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
 ) -> RunResult:
@@ -145,6 +146,9 @@ def run(
         raise HarnessError("--workers N with N >= 1", seen=str(settings.workers))
     if backend not in BACKENDS:
         raise HarnessError(f"--backend one of {', '.join(BACKENDS)}", seen=backend)
+    # The SUT modules can be swapped (the harness's own tests run deliberately broken variants).
+    workflow_module = workflow_module or os.environ.get("HARNESS_WORKFLOW_MODULE", "workflow.pipeline")
+    lambda_module = lambda_module or os.environ.get("HARNESS_LAMBDA_MODULE", "workflow.lambda_function")
     stack = get_stack("legacy", server_bin)
     versions = stack.check_compatible()
     run_dir = Path(out or PROJECT_ROOT / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-s{seed}")
@@ -178,6 +182,9 @@ def run(
             except Exception as e:  # a bug in a scenario must still leave a checkable history
                 events.append("error", error=repr(e), trace=traceback.format_exc())
                 log(f"harness: scenario raised {e!r}")
+            for worker, code in cluster.unexpected_exits().items():
+                events.append("worker-exit", target=worker, code=code)
+                log(f"harness: {worker} exited by itself (code {code}); see its log in the run directory")
             events.append("phase", name="done")
             snapshot_promises(cluster.server_api, run_dir)
     finally:
@@ -208,6 +215,8 @@ def check_run(run_dir: Path) -> dict[str, Any]:
             for r in h.ledger if r["ev"] == "failpoint"
         ],
         "verdicts": verdicts,
+        "incidents": [{"kind": e["kind"], "target": e["target"], "code": e["code"], "at": round(e["t"] - _t0(h), 3)}
+                      for e in h.of_kind("worker-exit")],
         "figures": figures(h),
         "command": meta.get("command"),
     }  # fmt: skip

@@ -99,6 +99,10 @@ class Cluster(abc.ABC):
     @abc.abstractmethod
     def live_workers(self) -> list[str]: ...
 
+    @abc.abstractmethod
+    def unexpected_exits(self) -> dict[str, int]:
+        """Workers that are gone though the harness neither killed nor stopped them: exit codes."""
+
     # server
     @abc.abstractmethod
     def kill_server(self) -> None: ...

@@ -33,6 +33,7 @@ class ProcessCluster(Cluster):
         self.gateway: subprocess.Popen[bytes] | None = None
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self._next_worker = 1
+        self._downed: set[str] = set()  # workers the harness took down on purpose
         self._stopped = False
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -144,6 +145,7 @@ class ProcessCluster(Cluster):
         self._start_worker(worker)
 
     def _start_worker(self, worker: str) -> None:
+        self._downed.discard(worker)
         before = self.poll_connections()
         self.workers[worker] = self._spawn(
             [self.config.python, "-m", "workflow.worker"], f"{worker}.log", HARNESS_WORKER_ID=worker
@@ -161,11 +163,13 @@ class ProcessCluster(Cluster):
 
     def stop_worker(self, worker: str) -> None:
         p = self._proc(worker)
+        self._downed.add(worker)
         p.terminate()
         p.wait(timeout=10)
 
     def kill_worker(self, worker: str) -> None:
         p = self._proc(worker)
+        self._downed.add(worker)
         p.kill()
         p.wait(timeout=10)
 
@@ -177,6 +181,9 @@ class ProcessCluster(Cluster):
 
     def live_workers(self) -> list[str]:
         return [w for w, p in self.workers.items() if p.poll() is None]
+
+    def unexpected_exits(self) -> dict[str, int]:
+        return {w: p.returncode for w, p in self.workers.items() if p.poll() is not None and w not in self._downed}
 
     # --- gateway --------------------------------------------------------------------------
     def _start_gateway(self) -> None:

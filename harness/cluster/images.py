@@ -1,0 +1,688 @@
+"""Container images for the Docker backend: a base, the Resonate server, and the app (workers, Lambda).
+
+No container registry is reachable here, so the base image is normally built locally: a Debian
+rootfs from ``debootstrap`` (mirror taken from apt's own sources), ``docker import``-ed. Python
+packages reach the app image as wheels built on the host and installed offline.
+
+Every image carries ``harness.inputs-hash`` (sha256 of what it was made from) and ``harness.kind``
+labels and is tagged ``harness-<kind>:<hash[:16]>``; an image whose label matches is reused, and a
+``filelock.FileLock`` under ``.tools/images/locks`` keeps parallel pytest-xdist workers from
+building the same thing twice.
+
+Environment:
+    HARNESS_BASE_IMAGE    base to use if present locally (default ``python:3.12-slim``)
+    HARNESS_ALLOW_PULL    ``1`` to try ``docker pull`` of that base (off: no registry is reachable)
+    HARNESS_DEBIAN_SUITE  suite to debootstrap (default ``trixie``: Python 3.13; bookworm has 3.11)
+    HARNESS_DEBIAN_MIRROR mirror URL (default: the first Debian archive URI in apt's sources)
+    HARNESS_WHEEL_PYTHON  host interpreter for ``pip wheel`` (default: one matching the image's X.Y)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import glob
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+from docker.models.images import Image
+from filelock import FileLock
+
+from harness.errors import HarnessError
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+RECIPE = "harness-images/1"  # bump to force every image to be rebuilt
+DEFAULT_BASE = "python:3.12-slim"
+DEBIAN_PACKAGES = ("python3", "python3-venv", "ca-certificates", "netbase")
+VENV = "/opt/venv"
+IMAGE_PATH = f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+LOCK_TIMEOUT = 1800.0
+GLIBC_LIBS = ("linux-vdso", "libc.so", "ld-linux", "libpthread", "libdl", "libm.so", "librt", "libresolv")
+PROBE = (
+    "import json, platform, sys; print(json.dumps({'python': '%d.%d' % sys.version_info[:2],"
+    " 'glibc': platform.libc_ver()[1], 'machine': platform.machine()}))"
+)
+PIP_HINT = "check that the package index answers (pip's output is above)"
+INSTALL_HINT = "as root: bash scripts/install-docker.sh (installs docker.io and starts dockerd)"
+
+
+class DockerUnavailable(HarnessError):
+    """No Docker daemon answers."""
+
+
+class ImageBuildError(HarnessError):
+    """An image could not be made."""
+
+
+def tools_dir(project_root: Path = PROJECT_ROOT) -> Path:
+    """The git-ignored cache folder for images, tarballs, wheelhouses and locks."""
+    path = project_root / ".tools" / "images"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_server_bin(project_root: Path = PROJECT_ROOT) -> Path:
+    """The Resonate server binary: ``.tools/bin/resonate`` if built, else the legacy /tmp build."""
+    local = project_root / ".tools" / "bin" / "resonate"
+    return local if local.exists() else Path("/tmp/resonate-0.8.2")
+
+
+def docker_client(base_url: str | None = None, timeout: int = 600) -> docker.DockerClient:
+    """A client for a daemon that answers ``ping``, or :class:`DockerUnavailable`."""
+    try:
+        client = (
+            docker.DockerClient(base_url=base_url, timeout=timeout)
+            if base_url
+            else docker.from_env(timeout=timeout)
+        )
+        client.ping()
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        where = base_url or os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        raise DockerUnavailable(
+            f"a Docker daemon answering at {where}", seen=str(exc), hint=INSTALL_HINT
+        ) from exc
+    return client
+
+
+# --- hashing, lookup, locking -----------------------------------------------------------------
+
+
+def inputs_hash(parts: dict[str, Any]) -> str:
+    """sha256 over a JSON-able description of an image's inputs (plus the recipe version)."""
+    blob = json.dumps({"recipe": RECIPE, **parts}, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def image_tag(kind: str, digest: str) -> str:
+    """``harness-<kind>:<first 16 hex digits of the inputs hash>``."""
+    return f"harness-{kind}:{digest[:16]}"
+
+
+def _labels(kind: str, digest: str) -> dict[str, str]:
+    return {"harness.inputs-hash": digest, "harness.kind": kind}
+
+
+def find_image(client: docker.DockerClient, kind: str, digest: str) -> str | None:
+    """The tag of an existing image built from these inputs (re-tagging it if the tag was lost)."""
+    tag = image_tag(kind, digest)
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        if client.images.get(tag).labels.get("harness.inputs-hash") == digest:
+            return tag
+    found = client.images.list(filters={"label": f"harness.inputs-hash={digest}"})
+    if found:
+        repo, name = tag.split(":")
+        found[0].tag(repo, name)
+        return tag
+    return None
+
+
+@contextlib.contextmanager
+def build_lock(kind: str, project_root: Path = PROJECT_ROOT) -> Iterator[None]:
+    """Cross-process lock for building one kind of image."""
+    lock_dir = tools_dir(project_root) / "locks"
+    lock_dir.mkdir(exist_ok=True)
+    with FileLock(str(lock_dir / f"{kind}.lock"), timeout=LOCK_TIMEOUT):
+        yield
+
+
+def _ping(client: docker.DockerClient) -> None:
+    try:
+        client.ping()
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise DockerUnavailable("a Docker daemon answering ping", seen=str(exc), hint=INSTALL_HINT) from exc
+
+
+def _run(cmd: list[str], what: str, *, hint: str = "", log_file: Path | None = None, **kwargs: Any) -> str:
+    """Run a host command; on failure raise ImageBuildError with the tail of its output."""
+    log.info("running %s", " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)
+    out = proc.stdout + proc.stderr
+    if log_file:
+        log_file.write_text(out)
+    if proc.returncode != 0:
+        tail = "\n".join(out.strip().splitlines()[-15:])
+        where = f" (full log: {log_file})" if log_file else ""
+        raise ImageBuildError(
+            f"{what} to succeed",
+            seen=f"exit {proc.returncode}{where}:\n{tail}",
+            hint=hint or "read the output above",
+        )
+    return str(proc.stdout)
+
+
+def _commit(container: Any, kind: str, digest: str, changes: list[str]) -> str:
+    tag = image_tag(kind, digest)
+    repo, name = tag.split(":")
+    labels = [f"LABEL {k}={v}" for k, v in _labels(kind, digest).items()]
+    container.commit(repository=repo, tag=name, changes=[*changes, *labels])
+    return tag
+
+
+def _run_in_image(
+    client: docker.DockerClient, image: str, command: list[str], **kwargs: Any
+) -> tuple[int, str]:
+    """Run a command in a throw-away container with no network; (exit code, output)."""
+    container = client.containers.create(image, command=command, network_mode="none", **kwargs)
+    try:
+        container.start()
+        code = container.wait(timeout=600)["StatusCode"]
+        return code, container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+
+
+# --- base image -------------------------------------------------------------------------------
+
+
+def debian_mirror() -> str:
+    """The Debian archive URL apt uses here (HARNESS_DEBIAN_MIRROR overrides)."""
+    if env := os.environ.get("HARNESS_DEBIAN_MIRROR"):
+        return env
+    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+        for stanza in Path(path).read_text().split("\n\n"):
+            fields = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", stanza, re.M))
+            uris, suites = fields.get("URIs", "").split(), fields.get("Suites", "").split()
+            is_archive = bool(uris) and not uris[0].rstrip("/").endswith("-security")
+            if "deb" in fields.get("Types", "").split() and is_archive and any("-" not in s for s in suites):
+                return str(uris[0])
+    for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
+        with contextlib.suppress(OSError):
+            for line in Path(path).read_text().splitlines():
+                words = [w for w in line.split() if not w.startswith("[")]
+                if len(words) >= 3 and words[0] == "deb" and "-" not in words[2] and "debian" in words[1]:
+                    return words[1]
+    raise ImageBuildError(
+        "a Debian mirror in /etc/apt/sources.list(.d)",
+        seen="none found",
+        hint="set HARNESS_DEBIAN_MIRROR to a Debian archive URL",
+    )
+
+
+def _host_arch() -> str:
+    try:
+        return subprocess.run(
+            ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+
+
+def _unmount_under(root: Path) -> None:
+    """Lazily unmount anything a failed debootstrap left mounted inside ``root``."""
+    prefix = str(root.resolve())
+    with contextlib.suppress(OSError):
+        points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+        for point in sorted((p for p in points if p == prefix or p.startswith(prefix + "/")), reverse=True):
+            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+
+
+def _trim_rootfs(root: Path) -> None:
+    """Drop what a container never needs: apt caches and lists, docs, host resolv.conf/hostname."""
+    for pattern in [
+        "var/cache/apt/archives/*.deb",
+        "var/cache/apt/*.bin",
+        "var/lib/apt/lists/*_*",
+        "usr/share/doc/*",
+        "usr/share/man/*",
+        "usr/share/info/*",
+        "var/log/*.log",
+        "etc/resolv.conf",
+        "etc/hostname",
+    ]:
+        for path in root.glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _debootstrap_tarball(parts: dict[str, Any], digest: str, project_root: Path) -> Path:
+    """Build (or reuse) ``.tools/images/base-<hash>.tar``: a trimmed debootstrap rootfs."""
+    cache = tools_dir(project_root)
+    tarball = cache / f"base-{digest[:16]}.tar"
+    if tarball.exists():
+        return tarball
+    if os.geteuid() != 0:
+        raise ImageBuildError(
+            "root, to debootstrap a base image",
+            seen=f"uid {os.geteuid()}",
+            hint=f"run as root, or provide HARNESS_BASE_IMAGE locally (default {DEFAULT_BASE})",
+        )
+    if not shutil.which("debootstrap"):
+        raise ImageBuildError("the debootstrap command", seen="not on PATH", hint=INSTALL_HINT)
+    debs = cache / "debcache"
+    debs.mkdir(exist_ok=True)
+    rootfs = Path(tempfile.mkdtemp(prefix=f"rootfs-{digest[:16]}-", dir=cache))
+    try:
+        _run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--arch={parts['arch']}",
+                f"--include={','.join(parts['packages'])}",
+                f"--cache-dir={debs}",
+                parts["suite"],
+                str(rootfs),
+                parts["mirror"],
+            ],
+            f"debootstrap of Debian {parts['suite']} from {parts['mirror']}",
+            hint="check HARNESS_DEBIAN_MIRROR (default: apt's sources) and HARNESS_DEBIAN_SUITE",
+            log_file=cache / f"base-{digest[:16]}.debootstrap.log",
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+        _unmount_under(rootfs)
+        _trim_rootfs(rootfs)
+        partial = tarball.with_suffix(".tar.partial")
+        _run(
+            ["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."], "tar of the base rootfs"
+        )
+        partial.rename(tarball)
+    finally:
+        _unmount_under(rootfs)
+        shutil.rmtree(rootfs, ignore_errors=True)
+    return tarball
+
+
+def ensure_base_image(
+    client: docker.DockerClient, *, base: str | None = None, project_root: Path = PROJECT_ROOT
+) -> str:
+    """A base image with Python >= 3.12: the configured one if present (or pullable), else debootstrap."""
+    _ping(client)
+    base = base or os.environ.get("HARNESS_BASE_IMAGE") or DEFAULT_BASE
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        client.images.get(base)
+        return base
+    if os.environ.get("HARNESS_ALLOW_PULL") == "1":
+        try:
+            client.images.pull(base)
+            return base
+        except docker.errors.APIError as exc:
+            log.warning("could not pull %s (%s); building a base image with debootstrap", base, exc)
+    parts = {
+        "kind": "base",
+        "suite": os.environ.get("HARNESS_DEBIAN_SUITE", "trixie"),
+        "mirror": debian_mirror(),
+        "arch": _host_arch(),
+        "packages": sorted(DEBIAN_PACKAGES),
+    }
+    digest = inputs_hash(parts)
+    if tag := find_image(client, "base", digest):
+        return tag
+    with build_lock("base", project_root):
+        if tag := find_image(client, "base", digest):
+            return tag
+        started = time.monotonic()
+        tarball = _debootstrap_tarball(parts, digest, project_root)
+        tag = image_tag("base", digest)
+        repo, name = tag.split(":")
+        changes = [
+            f"ENV PATH={IMAGE_PATH.split(':', 1)[1]}",
+            "ENV LANG=C.UTF-8",
+            'CMD ["python3"]',
+            *(f"LABEL {k}={v}" for k, v in _labels("base", digest).items()),
+        ]
+        try:
+            client.api.import_image_from_file(str(tarball), repository=repo, tag=name, changes=changes)
+        except docker.errors.APIError as exc:
+            raise ImageBuildError(
+                f"docker import of {tarball}",
+                seen=str(exc),
+                hint=f"delete {tarball} to rebuild it; check the dockerd log",
+            ) from exc
+        if find_image(client, "base", digest) is None:
+            raise ImageBuildError(
+                f"image {tag} after docker import", seen="no such image", hint="check the dockerd log"
+            )
+        log.info("built %s in %.1fs", tag, time.monotonic() - started)
+        return tag
+
+
+def _image_id(client: docker.DockerClient, ref: str) -> str:
+    """The content id of an image, which downstream inputs hashes build on."""
+    image: Image = client.images.get(ref)
+    return str(image.id)
+
+
+# --- server image -----------------------------------------------------------------------------
+
+
+def check_server_binary(server_bin: Path) -> None:
+    """Fail early if the binary is missing or needs shared libraries beyond glibc."""
+    if not server_bin.is_file() or not os.access(server_bin, os.X_OK):
+        raise ImageBuildError(
+            "an executable Resonate server binary",
+            seen=f"{server_bin} is missing or not executable",
+            hint="bash scripts/install-server.sh, or pass another path",
+        )
+    if not shutil.which("ldd"):
+        return
+    out = subprocess.run(["ldd", str(server_bin)], capture_output=True, text=True, check=False)
+    text = out.stdout + out.stderr
+    if "not a dynamic executable" in text or "statically linked" in text:
+        return
+    libs = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+    extra = [lib for lib in libs if not lib.startswith(GLIBC_LIBS) and "ld-linux" not in lib]
+    if extra or "not found" in text:
+        raise ImageBuildError(
+            f"{server_bin} to need only glibc (a cgo build linking libc alone)",
+            seen=f"ldd lists {', '.join(extra) or text.strip()}",
+            hint="build it with CGO_ENABLED=1 and the default (bundled) sqlite",
+        )
+
+
+def _server_tar(server_bin: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in ("var/lib/resonate",):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        info = tar.gettarinfo(str(server_bin), arcname="usr/local/bin/resonate")
+        info.mode, info.uid, info.gid, info.uname, info.gname = 0o755, 0, 0, "root", "root"
+        with server_bin.open("rb") as fh:
+            tar.addfile(info, fh)
+    return buf.getvalue()
+
+
+def ensure_server_image(
+    client: docker.DockerClient, server_bin: Path, *, project_root: Path = PROJECT_ROOT
+) -> str:
+    """An image with ``server_bin`` at /usr/local/bin/resonate, entrypoint ``resonate`` (cmd ``serve``)."""
+    _ping(client)
+    server_bin = Path(server_bin).resolve()
+    check_server_binary(server_bin)
+    base = ensure_base_image(client, project_root=project_root)
+    digest = inputs_hash({"kind": "server", "base": _image_id(client, base), "bin": file_sha256(server_bin)})
+    if tag := find_image(client, "server", digest):
+        return tag
+    with build_lock("server", project_root):
+        if tag := find_image(client, "server", digest):
+            return tag
+        started = time.monotonic()
+        container = client.containers.create(base, command=["true"], network_mode="none")
+        try:
+            container.put_archive("/", _server_tar(server_bin))
+            tag = _commit(
+                container,
+                "server",
+                digest,
+                ['ENTRYPOINT ["resonate"]', 'CMD ["serve"]', "WORKDIR /var/lib/resonate"],
+            )
+        finally:
+            container.remove(force=True)
+        code, out = _run_in_image(client, tag, ["--version"])
+        if code != 0:
+            client.images.remove(tag, force=True)
+            raise ImageBuildError(
+                f"`resonate --version` to run in {tag}",
+                seen=f"exit {code}: {out.strip()[-500:]}",
+                hint="the binary may need a newer glibc than the base image has",
+            )
+        log.info("built %s in %.1fs", tag, time.monotonic() - started)
+        return tag
+
+
+# --- app image --------------------------------------------------------------------------------
+
+
+def _pyproject(project_root: Path) -> dict[str, Any]:
+    path = project_root / "pyproject.toml"
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ImageBuildError(f"a readable {path}", seen=str(exc), hint="fix pyproject.toml") from exc
+
+
+def project_files(project_root: Path) -> list[Path]:
+    """The files a wheel of the project is built from: packaging metadata plus its top-level packages."""
+    meta = _pyproject(project_root)
+    setuptools_cfg = meta.get("tool", {}).get("setuptools", {})
+    packages = setuptools_cfg.get("packages", {})
+    if isinstance(packages, list):
+        patterns = [p.split(".")[0] for p in packages]
+    else:
+        patterns = packages.get("find", {}).get("include") or ["*"]
+    tops = sorted(
+        d
+        for d in project_root.iterdir()
+        if d.is_dir()
+        and (d / "__init__.py").exists()
+        and d.name not in {"tests", "build", "dist"}
+        and any(fnmatch.fnmatch(d.name, pat) for pat in patterns)
+    )
+    files = [
+        p
+        for p in project_root.iterdir()
+        if p.is_file()
+        and re.match(r"(pyproject\.toml|setup\.(py|cfg)|MANIFEST\.in|README.*|LICEN[CS]E.*)$", p.name)
+    ]
+    skip = {"__pycache__", ".pytest_cache", ".ruff_cache"}
+    for top in tops:
+        for path in top.rglob("*"):
+            rel = path.relative_to(project_root)
+            if (
+                path.is_file()
+                and not skip & set(rel.parts)
+                and path.suffix not in {".pyc", ".pyo"}
+                and not any(part.endswith(".egg-info") for part in rel.parts)
+            ):
+                files.append(path)
+    return sorted(files)
+
+
+def _files_digest(project_root: Path, files: Iterable[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(
+            str(path.relative_to(project_root)).encode() + b"\0" + file_sha256(path).encode() + b"\0"
+        )
+    return digest.hexdigest()
+
+
+def _python_for(version: str) -> str | None:
+    """A host interpreter of the given X.Y with pip, to ``pip wheel`` for the image's Python."""
+    if env := os.environ.get("HARNESS_WHEEL_PYTHON"):
+        return env
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates = [
+        sys.executable,
+        shutil.which(f"python{version}") or "",
+        *sorted(glob.glob(str(pyenv / f"{version}*" / "bin" / f"python{version}")), reverse=True),
+    ]
+    check = f"import sys, pip; assert '%d.%d' % sys.version_info[:2] == {version!r}"
+    for cand in filter(None, candidates):
+        if subprocess.run([cand, "-c", check], capture_output=True, check=False).returncode == 0:
+            return cand
+    return None
+
+
+def _manylinux_platforms(glibc: str, machine: str) -> list[str]:
+    major, minor = (int(x) for x in glibc.split(".")[:2])
+    tags = [f"manylinux_{major}_{m}_{machine}" for m in range(minor, 4, -1)]
+    return [*tags, f"manylinux2014_{machine}", f"manylinux2010_{machine}", f"manylinux1_{machine}"]
+
+
+def _wheelhouse(requirements: list[str], probe: dict[str, str], project_root: Path) -> Path:
+    """Wheels of the project's dependencies for the image's Python, cached by their inputs."""
+    key = inputs_hash({"kind": "wheelhouse", "requirements": requirements, **probe})[:16]
+    house = tools_dir(project_root) / "wheelhouse" / key
+    if (house / ".complete").exists():
+        return house
+    shutil.rmtree(house, ignore_errors=True)
+    house.mkdir(parents=True)
+    (house / "requirements.txt").write_text("\n".join(requirements) + "\n")
+    version = probe["python"]
+    reqs = str(house / "requirements.txt")
+    if python := _python_for(version):
+        cmd = [python, "-m", "pip", "wheel", "-q", "--wheel-dir", str(house), "-r", reqs]
+        _run(cmd, f"pip wheel of the project's dependencies with {python}", hint=PIP_HINT)
+    else:  # no host interpreter of that version: fetch binary wheels built for it
+        abi = "cp" + version.replace(".", "")
+        plats = [a for p in _manylinux_platforms(probe["glibc"], probe["machine"]) for a in ("--platform", p)]
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--implementation", "cp"]
+        cmd += ["--python-version", version, "--abi", abi, "--abi", "abi3", "--abi", "none", *plats]
+        what = f"pip download of binary wheels for CPython {version} (no python{version} on the host)"
+        _run([*cmd, "--dest", str(house), "-r", reqs], what, hint=f"{PIP_HINT}, or install python{version}")
+    (house / ".complete").write_text("")
+    return house
+
+
+def _project_wheel(project_root: Path, files: list[Path], out: Path) -> Path:
+    """``pip wheel --no-deps`` of a clean copy of the project (the work tree is left untouched)."""
+    with tempfile.TemporaryDirectory(prefix="src-", dir=tools_dir(project_root)) as tmp:
+        for path in files:
+            dest = Path(tmp) / path.relative_to(project_root)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+        base = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", str(out), tmp]
+        try:
+            _run([*base, "--no-build-isolation"], "pip wheel of the project (no build isolation)")
+        except ImageBuildError:
+            _run(base, "pip wheel of the project")
+    wheels = sorted(out.glob("*.whl"))
+    if len(wheels) != 1:
+        raise ImageBuildError(
+            "one project wheel", seen=", ".join(w.name for w in wheels) or "none", hint="check pyproject.toml"
+        )
+    return wheels[0]
+
+
+def _install_layer(
+    client: docker.DockerClient, image: str, script: str, mounts: dict[Path, str], kind: str, digest: str
+) -> str:
+    """Run ``script`` in ``image`` (no network, wheels mounted read-only) and commit the result."""
+    volumes = {str(host): {"bind": bind, "mode": "ro"} for host, bind in mounts.items()}
+    container = client.containers.create(
+        image, command=["/bin/sh", "-ec", script], network_mode="none", volumes=volumes
+    )
+    try:
+        container.start()
+        code = container.wait(timeout=1200)["StatusCode"]
+        if code != 0:
+            out = container.logs().decode(errors="replace").strip()
+            raise ImageBuildError(
+                f"the {kind} install step to succeed in {image}",
+                seen=f"exit {code}:\n{out[-2000:]}",
+                hint=f"delete {tools_dir() / 'wheelhouse'} to refetch the wheels",
+            )
+        changes = [
+            f"ENV PATH={IMAGE_PATH}",
+            f"ENV VIRTUAL_ENV={VENV}",
+            "ENV PYTHONUNBUFFERED=1",
+            "WORKDIR /app",
+            "ENTRYPOINT []",
+            'CMD ["python"]',
+        ]
+        return _commit(container, kind, digest, changes)
+    finally:
+        container.remove(force=True)
+
+
+def ensure_app_image(client: docker.DockerClient, project_root: Path = PROJECT_ROOT) -> str:
+    """An image whose venv (on PATH) holds the project and its dependencies, installed offline."""
+    _ping(client)
+    project_root = Path(project_root).resolve()
+    base = ensure_base_image(client, project_root=project_root)
+    requirements = list(_pyproject(project_root).get("project", {}).get("dependencies", []))
+    files = project_files(project_root)
+    base_id = _image_id(client, base)
+    digest = inputs_hash(
+        {
+            "kind": "app",
+            "base": base_id,
+            "requirements": requirements,
+            "files": _files_digest(project_root, files),
+        }
+    )
+    if tag := find_image(client, "app", digest):
+        return tag
+    with build_lock("app", project_root):
+        if tag := find_image(client, "app", digest):
+            return tag
+        started = time.monotonic()
+        code, out = _run_in_image(client, base, ["python3", "-c", PROBE])
+        if code != 0:
+            raise ImageBuildError(
+                f"python3 in the base image {base}", seen=out.strip()[-500:], hint="use another base"
+            )
+        probe: dict[str, str] = json.loads(out.strip().splitlines()[-1])
+        if tuple(int(x) for x in probe["python"].split(".")) < (3, 12):
+            raise ImageBuildError(
+                f"Python >= 3.12 in the base image {base}",
+                seen=f"Python {probe['python']}",
+                hint="HARNESS_DEBIAN_SUITE=trixie, or a HARNESS_BASE_IMAGE with Python >= 3.12",
+            )
+        house = _wheelhouse(requirements, probe, project_root)
+        deps_digest = inputs_hash({"kind": "app-deps", "base": base_id, "wheelhouse": house.name})
+        deps = find_image(client, "app-deps", deps_digest) or _install_layer(
+            client,
+            base,
+            f"python3 -m venv {VENV}\n"
+            f"PIP_NO_CACHE_DIR=1 {VENV}/bin/pip install -q --disable-pip-version-check --no-index "
+            f"--find-links /wheels -r /wheels/requirements.txt",
+            {house: "/wheels"},
+            "app-deps",
+            deps_digest,
+        )
+        with tempfile.TemporaryDirectory(prefix="wheel-", dir=tools_dir(project_root)) as out_dir:
+            wheel = _project_wheel(project_root, files, Path(out_dir))
+            tag = _install_layer(
+                client,
+                deps,
+                f"PIP_NO_CACHE_DIR=1 {VENV}/bin/pip install -q --disable-pip-version-check --no-index "
+                f"--find-links /wheels --find-links /project /project/{wheel.name}\n"
+                f"{VENV}/bin/pip check --disable-pip-version-check",
+                {house: "/wheels", Path(out_dir): "/project"},
+                "app",
+                digest,
+            )
+        log.info("built %s in %.1fs", tag, time.monotonic() - started)
+        return tag
+
+
+def _main() -> None:
+    """Build (or find) all three images and print their tags, sizes and timings."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    client = docker_client()
+    steps: list[tuple[str, Callable[[], str]]] = [
+        ("base", lambda: ensure_base_image(client)),
+        ("server", lambda: ensure_server_image(client, default_server_bin())),
+        ("app", lambda: ensure_app_image(client)),
+    ]
+    for name, build in steps:
+        started = time.monotonic()
+        tag = build()
+        size = client.images.get(tag).attrs["Size"] / 1e6
+        print(f"{name:7} {tag:40} {size:7.1f} MB  {time.monotonic() - started:6.1f}s", flush=True)
+
+
+if __name__ == "__main__":
+    _main()
