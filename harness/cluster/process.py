@@ -94,6 +94,8 @@ class ProcessCluster(Cluster):
         return env
 
     def _spawn(self, args: list[str], log_name: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        if self._stopped:  # a fault thread must not start processes after the teardown
+            raise HarnessError("a running cluster", seen="it was stopped", hint="stop fault threads first")
         log = open(self.config.logs_dir / log_name, "ab")  # noqa: SIM115 - owned by the child
         try:
             return subprocess.Popen(
