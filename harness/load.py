@@ -65,12 +65,13 @@ class Client:
         t0 = time.time()
         try:
             res = self._session().post(f"{self.url}/process-document", json=job, timeout=self.timeout)
-            status, body = res.status_code, _json(res)
+            status, body, instance = res.status_code, _json(res), res.headers.get("x-harness-instance")
         except requests.RequestException as e:
-            status, body = 0, {"error": str(e)}
+            status, body, instance = 0, {"error": str(e)}, None
         return self.events.append(
-            "response", job_id=job_id, sub=sub, mode=mode, status=status, body=body, latency=time.time() - t0
-        )
+            "response", job_id=job_id, sub=sub, mode=mode, status=status, body=body, latency=time.time() - t0,
+            instance=instance,
+        )  # fmt: skip
 
     def status(self, job_id: str) -> dict[str, Any]:
         try:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.history import History
 from harness.runner import load_scenarios, run
 
 SCENARIOS = load_scenarios()
@@ -42,3 +43,17 @@ def test_zombie_shows_the_extra_execution(backend: str, tmp_path: Path, server_r
     v = res.results["verdicts"]
     assert v["exactly_once"]["ok"] and "none duplicated" in v["exactly_once"]["detail"]
     assert v["replay"]["ok"] and "the paused attempt of" in v["replay"]["detail"], v["replay"]
+
+
+def test_concurrent_duplicates_land_on_different_lambda_instances(
+    backend: str, tmp_path: Path, server_ready: None
+) -> None:
+    res = run("dedup-burst", backend=backend, seed=3, out=tmp_path / "run")
+    assert res.ok, res.results["verdicts"]
+    h = History.load(res.run_dir)
+    served: dict[str, set[str]] = {}
+    for e in h.of_kind("response"):
+        if e["mode"] in ("unique", "dup"):
+            served.setdefault(e["job_id"], set()).add(e["instance"])
+    assert len(served) == 20
+    assert all(len(instances) >= 2 for instances in served.values()), served
