@@ -18,6 +18,8 @@ from workflow.steps import EFFECT_STEPS, STEP_NAMES
 Verdict = dict[str, Any]
 EFFECT_KIND_STEP = {"stored": 4, "notified": 5}
 MAX_LISTED = 5
+# hit sites after which the step may be executed again but need not be (it may finish on its own)
+OWE_NO_RERUN = ("before", "server-down", "paused", "cut-off", "degraded")
 
 
 def _verdict(problems: list[str], ok_detail: str) -> Verdict:
@@ -74,7 +76,7 @@ class Hit:
     t: float
     job: str
     step: int
-    site: str  # during | before | after_effect | after | server-down | paused
+    site: str  # during | before | after_effect | after | server-down | paused | cut-off | degraded
     attempt: str | None
 
 
@@ -96,6 +98,10 @@ def hits(h: History) -> list[Hit]:
             victims = [a for a in in_flight if a.worker == f["target"]]
         if kind == "pause":  # a paused execution may finish after it resumes (a zombie)
             site = "paused"
+        elif kind == "partition":  # cut off from the server: it may finish after the heal, or be re-run
+            site = "cut-off"
+        elif kind in ("latency", "bandwidth", "reset"):  # a degraded link: a re-run is allowed, not owed
+            site = "degraded"
         struck |= {a.attempt for a in victims}
         out += [Hit(kind, f["target"], t, a.job, a.step, site, a.attempt) for a in victims]
         if not victims and f.get("job") and f.get("step"):
@@ -252,14 +258,14 @@ def replay(h: History) -> Verdict:
                 again = [a for a in runs if a.start > x.t and a.attempt != x.attempt and a.end is not None]
                 if again:
                     reruns.append(f"{job_id} step {step} ({x.fault} of {x.target} -> {again[0].worker})")
-                    if x.site == "paused":
+                    if x.site in ("paused", "cut-off"):
                         zombie = next((a for a in runs if a.attempt == x.attempt), None)
                         reruns.append(
-                            f"the paused attempt of {x.target} also finished, {zombie.end - x.t:.1f}s after the fault"
+                            f"the {x.site} attempt of {x.target} also finished, {zombie.end - x.t:.1f}s after the fault"
                             if zombie is not None and zombie.end is not None
-                            else f"the paused attempt of {x.target} never finished"
+                            else f"the {x.site} attempt of {x.target} never finished"
                         )
-                elif x.site not in ("before", "server-down", "paused"):  # those owe no re-execution
+                elif x.site not in OWE_NO_RERUN:
                     missing_reruns.append(f"job {job_id} {_step(step)}: hit by {x.fault} of {x.target} "
                                           f"but never executed again to completion")  # fmt: skip
             if job_id in done:  # the checkpoint agrees with the ledger
@@ -300,13 +306,15 @@ def liveness(h: History) -> Verdict:
     problems = []
     for job_id in sorted(h.accepted()):
         if job_id not in done:
-            problems.append(f"job {job_id}: not done {deadline:g}s after the last fault healed")
+            problems.append(f"job {job_id}: not done (deadline {deadline:g}s after the last fault healed)")
         elif done[job_id] - since > deadline:
             problems.append(f"job {job_id}: done {done[job_id] - since:.1f}s after the last heal, "
                             f"deadline {deadline:g}s")  # fmt: skip
     late = max((done[j] - since for j in h.accepted() if j in done), default=0.0)
-    return _verdict(problems, f"{len(h.accepted())} accepted jobs done, the last {max(late, 0):.1f}s "
-                              f"after the last fault healed (deadline {deadline:g}s)")  # fmt: skip
+    anchor = "the last fault healed" if marks else "the load started"
+    when = f"{late:.1f}s after {anchor}" if late >= 0 else f"{-late:.1f}s before {anchor}"
+    return _verdict(problems, f"{len(h.accepted())} accepted jobs done, the last {when} "
+                              f"(deadline {deadline:g}s)")  # fmt: skip
 
 
 def no_loss(h: History) -> Verdict:

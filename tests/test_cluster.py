@@ -1,0 +1,67 @@
+"""The process backend does what the faults ask of it, on the real server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from harness.cluster.base import ClusterConfig
+from harness.cluster.process import ProcessCluster
+from harness.errors import HarnessError
+from harness.stack import get_stack
+
+pytestmark = pytest.mark.server
+
+
+def state(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("State:"):
+            return line.split()[1]
+    return "?"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, server_ready: None) -> Iterator[ProcessCluster]:
+    with ProcessCluster(ClusterConfig(run_dir=tmp_path, stack=get_stack(), workers=2, gateway_instances=1)) as c:
+        yield c
+
+
+def test_workers_come_and_go_at_runtime(cluster: ProcessCluster) -> None:
+    assert cluster.live_workers() == ["worker-1", "worker-2"]
+    assert cluster.poll_connections() >= 2
+    added = cluster.add_worker()
+    assert added == "worker-3" and "worker-3" in cluster.live_workers()
+    cluster.stop_worker("worker-1")
+    cluster.kill_worker("worker-2")
+    assert cluster.live_workers() == ["worker-3"]
+    assert cluster.unexpected_exits() == {}
+    cluster.restart_worker("worker-2")
+    assert sorted(cluster.live_workers()) == ["worker-2", "worker-3"]
+    with pytest.raises(HarnessError):
+        cluster.restart_worker("worker-2")  # still running
+
+
+def test_pause_and_resume(cluster: ProcessCluster) -> None:
+    pid = cluster.worker_pid("worker-1")
+    cluster.pause_worker("worker-1")
+    assert state(pid) == "T"
+    cluster.resume_worker("worker-1")
+    assert state(pid) in ("S", "R")
+
+
+def test_server_crash_and_restart_keeps_the_store(cluster: ProcessCluster) -> None:
+    r = requests.post(f"{cluster.server_api}/promises", json={"id": "probe/1", "timeout": 2**62, "param": {}})
+    assert r.status_code == 201
+    cluster.kill_server()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{cluster.server_api}/promises/probe/1", timeout=1)
+    cluster.start_server()
+    assert requests.get(f"{cluster.server_api}/promises/probe/1", timeout=5).json()["id"] == "probe/1"
+
+
+def test_an_unknown_worker_name_is_a_clear_error(cluster: ProcessCluster) -> None:
+    with pytest.raises(HarnessError, match="worker-9"):
+        cluster.kill_worker("worker-9")
