@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +32,12 @@ RUN_META = "run.json"
 class EventLog:
     """Append-only, thread-safe JSON-lines log of what the harness did and saw."""
 
-    def __init__(self, run_dir: Path) -> None:
+    ECHOED = ("phase", "fault", "heal", "armed", "worker-exit", "lost", "error")
+
+    def __init__(self, run_dir: Path, echo: Callable[[str], None] | None = None) -> None:
         self.path = run_dir / EVENTS
         self.t0 = time.time()
+        self.echo = echo  # progress lines for a person watching a long run
         self._lock = threading.Lock()
         self._f = open(self.path, "a", buffering=1)  # noqa: SIM115 - closed in close()
 
@@ -42,6 +46,9 @@ class EventLog:
         line = json.dumps(rec, sort_keys=True, default=str)
         with self._lock:
             self._f.write(line + "\n")
+        if self.echo is not None and kind in self.ECHOED:
+            what = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("trace", "attempt", "expected"))
+            self.echo(f"harness: +{rec['t'] - self.t0:6.1f}s {kind} {what}")
         return rec
 
     def close(self) -> None:

@@ -37,6 +37,7 @@ class Settings:
     gateway_instances: int = 4
     liveness_deadline_s: float = 60.0
     server_args: list[str] = field(default_factory=list)  # extra `resonate serve` flags
+    proxied: bool = False  # workers reach the server through Toxiproxy (link faults; process backend)
 
 
 @dataclass
@@ -166,8 +167,9 @@ def run(
         run_dir=run_dir, stack=stack, workers=settings.workers, ttl=settings.ttl,
         step_seconds=settings.step_seconds, gateway_instances=settings.gateway_instances,
         workflow_module=workflow_module, lambda_module=lambda_module, server_args=settings.server_args,
+        proxied=settings.proxied,
     )  # fmt: skip
-    events = EventLog(run_dir)
+    events = EventLog(run_dir, echo=log)
     try:
         cluster = make_cluster(backend, config)
         with cluster:

@@ -57,3 +57,13 @@ def test_concurrent_duplicates_land_on_different_lambda_instances(
             served.setdefault(e["job_id"], set()).add(e["instance"])
     assert len(served) == 20
     assert all(len(instances) >= 2 for instances in served.values()), served
+
+
+def test_a_seed_repeats_the_job_mix(tmp_path: Path, server_ready: None) -> None:
+    def job_ids(seed: int, out: str) -> list[str]:
+        res = run("smoke", seed=seed, out=tmp_path / out)
+        return sorted(History.load(res.run_dir).jobs())
+
+    first = job_ids(5, "a")
+    assert job_ids(5, "b") == first
+    assert job_ids(6, "c") != first
