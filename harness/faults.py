@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from harness.cluster.base import Cluster
+from harness.errors import HarnessError
 from harness.history import EventLog, read_ledger
 from harness.probe import FAILPOINT_SITES
 from harness.waiting import wait_until
@@ -92,7 +93,7 @@ class Nemesis:
                           hint="the lease (ttl) must expire and the server re-dispatch the task")  # fmt: skip
 
     def wait_healed(self, timeout: float) -> None:
-        """Wait until every fault scheduled to heal in the background (pauses) has healed."""
+        """Wait until every fault scheduled to heal in the background (pauses, links) has healed."""
         for thread in self._pending:
             wait_until(lambda t=thread: not t.is_alive(), timeout=timeout, expected=f"{thread.name} to run",
                        hint="a paused worker is resumed after its hold time")  # fmt: skip
@@ -115,6 +116,82 @@ class Nemesis:
         self.events.append("heal", fault="server-crash", target="server")
         return ev
 
+    # --- link faults: a worker's connections to the server (proxied process cluster) -----------
+    def _later(self, hold: float, heal: Callable[[], Any], name: str) -> None:
+        thread = threading.Thread(target=lambda: (time.sleep(hold), heal()), daemon=True, name=name)
+        thread.start()
+        self._pending.append(thread)
+
+    def _target(self, job_id: str | None, step: int | None, worker: str | None,
+                timeout: float) -> tuple[str, dict[str, Any]]:  # fmt: skip
+        """The worker to hit: a named one, or the one running step `step` of `job_id` (+ what it runs)."""
+        if worker is not None:
+            return worker, {}
+        if job_id is None or step is None:
+            raise HarnessError("a target: worker=NAME, or job_id and step", seen=f"job {job_id} step {step}")
+        rec = self.wait_in_flight(job_id, step, timeout)
+        return rec["worker"], {"job": job_id, "step": step, "pid": rec["pid"], "attempt": rec["attempt"]}
+
+    def partition(self, job_id: str | None = None, step: int | None = None, hold: float | None = None, *,
+                  worker: str | None = None, timeout: float = 60) -> dict[str, Any]:  # fmt: skip
+        """Cut the worker running step `step` of `job_id` (or `worker`) off from the server: its
+        connections are closed and new ones refused while the process runs on. With `hold`, heal
+        the link that many seconds later."""
+        target, hit = self._target(job_id, step, worker, timeout)
+        self.cluster.partition_worker(target)
+        ev = self._log("partition", target, hold=hold, **hit)
+        if hold is not None:
+            self._later(hold, lambda: self.heal(target), f"heal-{target}")
+        return ev
+
+    def heal(self, worker: str) -> dict[str, Any]:
+        """Reconnect a partitioned worker's link."""
+        self.cluster.heal_worker(worker)
+        return self.events.append("heal", fault="partition", target=worker)
+
+    def _toxic(self, kind: str, toxic: str, attributes: dict[str, int], job_id: str | None, step: int | None,
+               worker: str | None, stream: str, toxicity: float, hold: float | None,
+               timeout: float) -> dict[str, Any]:  # fmt: skip
+        add = getattr(self.cluster, "add_link_toxic", None)
+        if add is None:
+            raise HarnessError(f"link faults ({kind})", seen=f"not supported by the {self.cluster.backend} backend",
+                               hint="--backend process")  # fmt: skip
+        target, hit = self._target(job_id, step, worker, timeout)
+        name = add(target, toxic, attributes, stream=stream, toxicity=toxicity)
+        ev = self._log(kind, target, toxic=name, attributes=attributes, stream=stream, toxicity=toxicity,
+                       hold=hold, **hit)  # fmt: skip
+        if hold is not None:
+            self._later(hold, lambda: self.clear_link(target, name, kind), f"clear-{kind}-{target}")
+        return ev
+
+    def clear_link(self, worker: str, toxic: str | None = None, fault: str = "link") -> dict[str, Any]:
+        """Remove one toxic (by the name its fault event carries) or all toxics from a worker's link."""
+        self.cluster.remove_link_toxic(worker, toxic)  # type: ignore[attr-defined]
+        return self.events.append("heal", fault=fault, target=worker, toxic=toxic)
+
+    def latency(self, job_id: str | None = None, step: int | None = None, *, worker: str | None = None,
+                ms: int = 1000, jitter_ms: int = 0, stream: str = "downstream", hold: float | None = None,
+                timeout: float = 60) -> dict[str, Any]:  # fmt: skip
+        """Delay the worker's traffic with the server by `ms` (+- `jitter_ms`) per direction in `stream`
+        (downstream: server -> worker, upstream, or both)."""
+        return self._toxic("latency", "latency", {"latency": ms, "jitter": jitter_ms}, job_id, step, worker,
+                           stream, 1.0, hold, timeout)  # fmt: skip
+
+    def bandwidth(self, job_id: str | None = None, step: int | None = None, *, worker: str | None = None,
+                  rate_kb_s: int = 1, stream: str = "both", hold: float | None = None,
+                  timeout: float = 60) -> dict[str, Any]:  # fmt: skip
+        """Throttle the worker's link to `rate_kb_s` KB/s."""
+        return self._toxic("bandwidth", "bandwidth", {"rate": rate_kb_s}, job_id, step, worker, stream, 1.0,
+                           hold, timeout)  # fmt: skip
+
+    def reset(self, job_id: str | None = None, step: int | None = None, *, worker: str | None = None,
+              after_ms: int = 0, toxicity: float = 1.0, stream: str = "both", hold: float | None = None,
+              timeout: float = 60) -> dict[str, Any]:  # fmt: skip
+        """TCP-reset the worker's connections `after_ms` after data flows (existing ones included);
+        `toxicity` < 1 resets only that share of the connections (a flaky link)."""
+        return self._toxic("reset", "reset_peer", {"timeout": after_ms}, job_id, step, worker, stream, toxicity,
+                           hold, timeout)  # fmt: skip
+
     def failpoint(self, job_id: str, step: int, at: str = "during", action: str = "crash") -> dict[str, Any]:
         """Arm an in-worker failpoint: exact placement inside step `step` of `job_id`."""
         if at not in FAILPOINT_SITES:
@@ -135,4 +212,8 @@ FAULTS: dict[str, Callable[..., dict[str, Any]]] = {
     "kill-worker": Nemesis.kill_worker,
     "server-crash": Nemesis.crash_server,
     "failpoint": Nemesis.failpoint,
+    "partition": Nemesis.partition,
+    "latency": Nemesis.latency,
+    "bandwidth": Nemesis.bandwidth,
+    "reset": Nemesis.reset,
 }

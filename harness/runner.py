@@ -152,6 +152,10 @@ def run(
     lambda_module = lambda_module or os.environ.get("HARNESS_LAMBDA_MODULE", "workflow.lambda_function")
     stack = get_stack("legacy", server_bin)
     versions = stack.check_compatible()
+    if settings.proxied and backend == "process":
+        from harness import toxiproxy
+
+        versions["toxiproxy"] = toxiproxy.server_version()
     run_dir = Path(out or PROJECT_ROOT / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-s{seed}")
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = {

@@ -28,6 +28,7 @@ class ClusterConfig:
     server_args: list[str] = field(default_factory=list)
     python: str = sys.executable
     extra_env: dict[str, str] = field(default_factory=dict)
+    proxied: bool = False  # each worker reaches the server through its own Toxiproxy proxies (link faults)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -110,6 +111,23 @@ class Cluster(abc.ABC):
     @abc.abstractmethod
     def start_server(self) -> None:
         """(Re)start the server on the same ports and store, and wait until it serves."""
+
+    # network faults: optional, a backend that can cut a worker off overrides both
+    def partition_worker(self, worker: str) -> None:
+        """Cut a worker off from the server (and the rest of the cluster); its process keeps running."""
+        raise HarnessError(
+            f"network partitions: partition_worker({worker}) is not supported by this backend",
+            seen=f"backend {self.backend}",
+            hint="run the scenario with --backend docker",
+        )
+
+    def heal_worker(self, worker: str) -> None:
+        """Undo partition_worker: the worker reaches the server again."""
+        raise HarnessError(
+            f"network partitions: heal_worker({worker}) is not supported by this backend",
+            seen=f"backend {self.backend}",
+            hint="run the scenario with --backend docker",
+        )
 
     # shared helpers ------------------------------------------------------------------------
     def poll_connections(self) -> int:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -14,9 +15,22 @@ import requests
 from harness.cluster.base import Cluster, ClusterConfig
 from harness.errors import HarnessError
 from harness.stack import PROJECT_ROOT, Ports
+from harness.toxiproxy import STREAMS, Toxiproxy, ToxiproxyServer, listen_port
 from harness.waiting import free_port, wait_until
 
 OWNER_ENV = "HARNESS_OWNER"  # every process we start carries the harness's pid here
+LINK_PORTS = ("api", "poll")  # the server ports a worker talks to: REST API and SSE message source
+
+
+@dataclass
+class Link:
+    """A worker's own way to the server in a proxied cluster: one Toxiproxy proxy per server port."""
+
+    worker: str
+    proxies: dict[str, str]  # "api" | "poll" -> proxy name
+    ports: dict[str, int]  # "api" | "poll" -> the port the proxy listens on (what the worker dials)
+    cut: bool = False
+    toxics: set[str] = field(default_factory=set)
 
 
 class ProcessCluster(Cluster):
@@ -35,6 +49,8 @@ class ProcessCluster(Cluster):
         self._next_worker = 1
         self._downed: set[str] = set()  # workers the harness took down on purpose
         self._stopped = False
+        self.toxiproxy: ToxiproxyServer | None = None  # proxied clusters only
+        self.links: dict[str, Link] = {}
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -42,6 +58,9 @@ class ProcessCluster(Cluster):
         for d in (self.config.run_dir, self.config.ledger_dir, self.config.logs_dir, self.failpoints_dir):
             d.mkdir(parents=True, exist_ok=True)
         (self.config.run_dir / "server").mkdir(exist_ok=True)
+        if self.config.proxied:
+            self.toxiproxy = ToxiproxyServer(self.config.logs_dir / "toxiproxy.log", env=self.env())
+            self.toxiproxy.start()
         self.start_server()
         for _ in range(self.config.workers):
             self.add_worker()
@@ -51,7 +70,8 @@ class ProcessCluster(Cluster):
         if self._stopped:
             return
         self._stopped = True
-        procs = [p for p in (self.gateway, *self.workers.values(), self.server) if p is not None]
+        toxiproxy = self.toxiproxy.proc if self.toxiproxy is not None else None
+        procs = [p for p in (self.gateway, *self.workers.values(), self.server, toxiproxy) if p is not None]
         for p in procs:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p.pid, signal.SIGCONT)  # a paused process cannot act on SIGTERM
@@ -63,6 +83,8 @@ class ProcessCluster(Cluster):
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=5)
+        if self.toxiproxy is not None:
+            self.toxiproxy.stop()
         reap_orphans(owner=os.getpid())
 
     # --- environment ----------------------------------------------------------------------
@@ -148,11 +170,17 @@ class ProcessCluster(Cluster):
 
     def _start_worker(self, worker: str) -> None:
         self._downed.discard(worker)
+        extra = {"HARNESS_WORKER_ID": worker}
+        link = None
+        if self.config.proxied:  # the worker dials its own proxies; the harness reads the server directly
+            link = self.links.get(worker) or self._make_link(worker)
+            extra["RESONATE_STORE_PORT"] = str(link.ports["api"])
+            extra["RESONATE_MSG_PORT"] = str(link.ports["poll"])
         before = self.poll_connections()
-        self.workers[worker] = self._spawn(
-            [self.config.python, "-m", "workflow.worker"], f"{worker}.log", HARNESS_WORKER_ID=worker
-        )
-        self.wait_connections(before + 1)
+        args = [self.config.python, "-m", "workflow.worker"]
+        self.workers[worker] = self._spawn(args, f"{worker}.log", **extra)
+        if link is None or not link.cut:  # a worker (re)started behind a cut link cannot connect yet
+            self.wait_connections(before + 1)
 
     def _proc(self, worker: str) -> subprocess.Popen[bytes]:
         try:
@@ -180,6 +208,77 @@ class ProcessCluster(Cluster):
 
     def resume_worker(self, worker: str) -> None:
         os.kill(self._proc(worker).pid, signal.SIGCONT)
+
+    # --- links (proxied clusters): partitions and toxics between one worker and the server -----
+    def _toxiproxy(self) -> Toxiproxy:
+        if self.toxiproxy is None or self.toxiproxy.client is None:
+            raise HarnessError("a proxied cluster for link faults (ClusterConfig.proxied, scenario setting proxied=True)",
+                               seen="the workers talk to the server directly")  # fmt: skip
+        return self.toxiproxy.client
+
+    def _make_link(self, worker: str) -> Link:
+        tp = self._toxiproxy()
+        upstream = {"api": self.ports.api, "poll": self.ports.poll}
+        proxies, ports = {}, {}
+        for kind in LINK_PORTS:
+            name = f"{worker}-{kind}"
+            ports[kind] = listen_port(tp.create_proxy(name, f"127.0.0.1:{upstream[kind]}"))
+            proxies[kind] = name
+        link = self.links[worker] = Link(worker, proxies, ports)
+        return link
+
+    def link(self, worker: str) -> Link:
+        self._toxiproxy()
+        try:
+            return self.links[worker]
+        except KeyError:
+            raise HarnessError(f"a worker named one of {sorted(self.links)}", seen=worker) from None
+
+    def link_connections(self, worker: str) -> dict[str, int]:
+        """Open TCP connections through each of the worker's proxies ("api", "poll"): 0 while cut,
+        and "poll" back to 1 once the worker's SDK has reconnected its SSE stream."""
+        link = self.link(worker)
+        return {kind: established_to(port) for kind, port in link.ports.items()}
+
+    def partition_worker(self, worker: str) -> None:
+        """Cut the worker off from the server: both its proxies stop listening and drop their connections."""
+        link, tp = self.link(worker), self._toxiproxy()
+        for name in link.proxies.values():
+            tp.set_enabled(name, False)
+        link.cut = True
+
+    def heal_worker(self, worker: str) -> None:
+        """Reconnect the worker's link (its SDK reconnects on its own retry schedule)."""
+        link, tp = self.link(worker), self._toxiproxy()
+        for name in link.proxies.values():
+            tp.set_enabled(name, True)
+        link.cut = False
+
+    def add_link_toxic(self, worker: str, type: str, attributes: dict[str, int], *, stream: str = "downstream",
+                       toxicity: float = 1.0, ports: tuple[str, ...] = LINK_PORTS) -> str:  # fmt: skip
+        """Add a Toxiproxy toxic (latency, bandwidth, reset_peer, timeout) to the worker's link.
+
+        `stream`: downstream (server -> worker), upstream (worker -> server) or both; `ports`: which of
+        the worker's proxies (api, poll). Returns the toxic's name, for remove_link_toxic.
+        """
+        link, tp = self.link(worker), self._toxiproxy()
+        streams = STREAMS if stream == "both" else (stream,)
+        name = f"{type}-{stream}"
+        for kind in ports:
+            for s in streams:
+                proxy = link.proxies[kind]
+                tp.add_toxic(proxy, type, attributes, name=f"{name}-{s}", stream=s, toxicity=toxicity)
+        link.toxics.add(name)
+        return name
+
+    def remove_link_toxic(self, worker: str, name: str | None = None) -> None:
+        """Remove one toxic (by the name add_link_toxic returned) or, without a name, all of them."""
+        link, tp = self.link(worker), self._toxiproxy()
+        for kind in LINK_PORTS:
+            for toxic in tp.toxics(link.proxies[kind]):
+                if name is None or toxic["name"].startswith(f"{name}-"):
+                    tp.remove_toxic(link.proxies[kind], toxic["name"])
+        link.toxics = set() if name is None else link.toxics - {name}
 
     def live_workers(self) -> list[str]:
         return [w for w, p in self.workers.items() if p.poll() is None]
@@ -209,6 +308,16 @@ class ProcessCluster(Cluster):
 
         wait_until(ready, timeout=60, expected=f"the gateway answering at {self.gateway_url}",
                    hint=f"look at {c.logs_dir / 'gateway.log'}")  # fmt: skip
+
+
+def established_to(port: int) -> int:
+    """ESTABLISHED TCP connections accepted on a local IPv4 port (read from /proc/net/tcp)."""
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return -1
+    want = f":{port:04X}"
+    return sum(1 for line in lines if (f := line.split()) and f[1].endswith(want) and f[3] == "01")
 
 
 def _owner_of(pid: int) -> int | None:
