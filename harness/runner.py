@@ -157,6 +157,9 @@ def run(
 
         versions["toxiproxy"] = toxiproxy.server_version()
     run_dir = Path(out or PROJECT_ROOT / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-s{seed}")
+    if (run_dir / RUN_META).exists():
+        raise HarnessError("an empty or new run directory", seen=f"{run_dir} already holds a run",
+                           hint="choose another --out, or remove that directory")  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = {
         "scenario": name, "backend": backend, "stack": stack.name, "seed": seed, "versions": versions,

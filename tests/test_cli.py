@@ -67,6 +67,11 @@ def test_check_of_a_directory_that_is_no_run(tmp_path: Path) -> None:
     one_line_usage_error(harness("check", str(tmp_path)), "run.json")
 
 
+def test_a_run_directory_is_never_reused(tmp_path: Path) -> None:
+    (tmp_path / "run.json").write_text("{}")
+    one_line_usage_error(harness("run", "smoke", "--out", str(tmp_path)), "already holds a run")
+
+
 def leftovers(owner: int) -> list[int]:
     return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _owner_of(int(p.name)) == owner]
 
