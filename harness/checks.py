@@ -128,7 +128,16 @@ def roots_by_job(h: History) -> dict[str, list[dict[str, Any]]]:
 
 
 def completion_times(h: History) -> dict[str, float]:
-    return {e["job_id"]: e["t"] for e in h.of_kind("completed")}
+    """When each job the client saw done was completed: the server's resolution time of its root
+    promise (`completedOn`) when known, else the moment a status poll first said done."""
+    stack = get_stack(h.meta.get("stack", "legacy"))
+    resolved = {p["id"]: p["completedOn"] / 1000 for p in h.promises if p.get("completedOn")}
+    out: dict[str, float] = {}
+    for e in h.of_kind("completed"):
+        job_id = e["job_id"]
+        if job_id not in out:
+            out[job_id] = min(e["t"], resolved.get(stack.root_id(job_id), e["t"]))
+    return out
 
 
 # --- verdicts -----------------------------------------------------------------------------
@@ -219,12 +228,33 @@ def dedup(h: History) -> Verdict:
                 problems.append(f"job {job_id} {_step(rerun[0].step)}: ran again after a late duplicate")
         if stack.root_id(job_id) not in ids and ids:
             problems.append(f"job {job_id}: its root promise is {ids[0]}, not {stack.root_id(job_id)}")
+        lost_resp = [r for r in responses[job_id] if r["status"] == 0 or r["status"] >= 500]
+        retries = [r for r in responses[job_id] if r.get("mode") == "retry"]
+        if lost_resp and retries and not any(200 <= r["status"] < 300 for r in retries):
+            problems.append(f"job {job_id}: an answer was lost ({lost_resp[0]['status']}) and none of its "
+                            f"{len(retries)} retries was accepted")  # fmt: skip
+        problems += _status_regressions(h, job_id)
     if not dup_jobs:
         problems.append("no job was submitted more than once: dedup was not exercised")
     total = sum(len(subs[j]) for j in dup_jobs)
     return _verdict(problems, f"{len(dup_jobs)} jobs submitted {total} times: one root promise and one "
                               f"execution each; {absorbed} duplicate submissions absorbed, {lost} lost "
                               f"responses (5xx or no answer)")  # fmt: skip
+
+
+def _status_regressions(h: History, job_id: str) -> list[str]:
+    """Logged status polls (`status` events) of an accepted job never answer 404, nor go back from done."""
+    accepted = min((e["t"] for e in h.of_kind("response") if e["job_id"] == job_id and e["status"] == 202),
+                   default=None)  # fmt: skip
+    done_at = None
+    for e in (e for e in h.of_kind("status") if e["job_id"] == job_id):
+        if e["http"] == 404 and accepted is not None and e["t"] > accepted:
+            return [f"job {job_id}: status answered 404 {e['t'] - accepted:.2f}s after the job was accepted"]
+        if e.get("status") == "done":
+            done_at = done_at or e["t"]
+        elif done_at is not None and e["http"] == 200:
+            return [f"job {job_id}: status went from done back to {e.get('status')}"]
+    return []
 
 
 def replay(h: History) -> Verdict:

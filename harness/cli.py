@@ -32,6 +32,16 @@ def _positive(text: str) -> int:
     return n
 
 
+def _param(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=N with a whole number N, got {text!r}") from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="harness", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
@@ -41,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=_positive)
     r.add_argument("--seed", type=int, default=7)
     r.add_argument("--out", type=Path, help="run directory (default runs/<scenario>-<time>-s<seed>)")
+    r.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=N",
+                   help="a scenario knob, e.g. --param jobs=5 for dedup-verify (see harness list)")  # fmt: skip
     r.add_argument(
         "--server-bin", help="Resonate server binary (default .tools/bin/resonate, or $RESONATE_SERVER_BIN)"
     )
@@ -50,7 +62,29 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir", type=Path)
     sub.add_parser("down", help="remove processes and containers a crashed run left behind")
     sub.add_parser("list", help="list the scenarios")
+    d = sub.add_parser("dedup", help="dedup verification: J jobs x K duplicates (concurrent, late, after a "
+                                     "Lambda died), one root promise and one execution per job")  # fmt: skip
+    d.add_argument("--jobs", type=_positive, default=20, help="J unique jobs (default 20)")
+    d.add_argument(
+        "--copies", type=_at_least_2, default=10, help="K submissions per job, K >= 2 (default 10)"
+    )
+    d.add_argument("--backend", default="process", choices=["process", "docker"])
+    d.add_argument("--workers", type=_positive)
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--out", type=Path, help="run directory (default runs/dedup-verify-<time>-s<seed>)")
+    d.add_argument("--server-bin", help="Resonate server binary")
+    b = sub.add_parser("bench", help="open-loop throughput benchmark through the gateway (or --compare A B)")
+    from harness.bench import add_arguments
+
+    add_arguments(b)
     return p
+
+
+def _at_least_2(text: str) -> int:
+    n = _positive(text)
+    if n < 2:
+        raise argparse.ArgumentTypeError(f"expected K >= 2, got {n}")
+    return n
 
 
 def _print_results(results: dict, run_dir: Path) -> int:
@@ -62,6 +96,27 @@ def _print_results(results: dict, run_dir: Path) -> int:
     return EXIT_OK if all(v["ok"] for v in results["verdicts"].values()) else EXIT_VERDICT
 
 
+def _dedup(args: argparse.Namespace) -> int:
+    from harness import dedup
+    from harness.runner import run
+
+    dedup.validate(args.jobs, args.copies)
+    res = run("dedup-verify", backend=args.backend, workers=args.workers, seed=args.seed, out=args.out,
+              server_bin=args.server_bin, params={"jobs": args.jobs, "copies": args.copies})  # fmt: skip
+    _render(res.run_dir)
+    dedup.print_table(res.results["dedup_jobs"])
+    return _print_results(res.results, res.run_dir)
+
+
+def _render(run_dir: Path) -> None:
+    from reports import render
+
+    try:
+        render(run_dir)
+    except Exception as e:  # the verdicts stand even if a picture cannot be drawn
+        print(f"harness: the report could not be rendered ({e!r}); try: harness report {run_dir}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     # SIGTERM behaves like Ctrl-C, so clusters are torn down on either.
@@ -69,11 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "run":
             from harness.runner import run
-            from reports import render
 
             res = run(args.scenario, backend=args.backend, workers=args.workers, seed=args.seed, out=args.out,
-                      server_bin=args.server_bin)  # fmt: skip
-            render(res.run_dir)
+                      server_bin=args.server_bin, params=dict(args.param))  # fmt: skip
+            _render(res.run_dir)
             return _print_results(res.results, res.run_dir)
         if args.cmd == "check":
             from harness.runner import check_run
@@ -91,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
             killed = reap_orphans()
             print(f"harness down: removed {len(killed)} leftover processes")
             return EXIT_OK
+        if args.cmd == "dedup":
+            return _dedup(args)
+        if args.cmd == "bench":
+            from harness.bench import main as bench_main
+
+            return bench_main(args)
         if args.cmd == "list":
             from harness.runner import load_scenarios
 

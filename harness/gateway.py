@@ -15,6 +15,16 @@ Idle instances are picked least-recently-used first, so a fresh instance serves 
 One JSON line per proxied request goes to ``--log`` (time, request_id, method, path, instance,
 pid, cold_start, status, latency_ms, outcome). Admin routes (not proxied, not logged):
 ``GET /_gateway/instances`` and ``POST /_gateway/instances/{id}/kill`` (SIGKILL).
+
+Fault hook (the API Gateway timeout case: the Lambda did its work, the client never heard):
+``POST /_gateway/faults/die-after-handler`` with ``{"jobId": X, "status": 502|504, "count": 1}``
+arms "the next invocation whose request body has jobId X dies after its handler returned and
+before the reply is written": the instance is SIGKILLed once its handler has replied (so the
+handler's side effects, e.g. ``begin_rpc``, happened), its reply is dropped, the client gets
+502 (instance crashed) or 504 (integration timeout, without waiting the full timeout), and a
+fresh instance replaces it. ``GET /_gateway/faults`` lists armed and fired faults (each fired one
+with the instance, its pid and the status the handler had returned); ``DELETE /_gateway/faults``
+disarms everything.
 ``gateway ready on http://HOST:PORT`` is printed once every instance finished its cold start.
 Instances die with the gateway (PR_SET_PDEATHSIG, parent watchdog, stdin EOF).
 
@@ -59,6 +69,12 @@ ADMIN_PREFIX = "/_gateway/"
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's request payload limit
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 KILL_RE = re.compile(r"/_gateway/instances/([^/]+)/kill")
+FAULTS_PATH = "/_gateway/faults"
+DIE_AFTER_HANDLER_PATH = "/_gateway/faults/die-after-handler"
+DEATH_STATUSES = {
+    502: ("Internal server error", "fault_crash"),
+    504: ("Endpoint request timed out", "fault_timeout"),
+}
 
 
 @dataclass
@@ -256,6 +272,9 @@ class Gateway:
         self._log_file: IO[str] | None = None
         self._httpd: _Server | None = None
         self._http_thread: threading.Thread | None = None
+        self._fault_ids = itertools.count(1)
+        self._armed: list[dict[str, Any]] = []  # guarded by self._cond
+        self._fired: deque[dict[str, Any]] = deque(maxlen=1000)
 
     # ----- lifecycle -----
 
@@ -519,6 +538,9 @@ class Gateway:
             return _json_body(
                 504, {"message": "Endpoint request timed out"}, "timeout", instance=inst, cold_start=cold
             )
+        fault = self._claim_death(event)
+        if fault is not None:
+            return self._die_after_handler(inst, fault, msg, request_id, cold)
         self._release(inst)
         if msg.get("type") != "result":
             logger.warning("%s handler error: %s: %s", inst.id, msg.get("errorType"), msg.get("errorMessage"))
@@ -537,6 +559,72 @@ class Gateway:
             )
         status, headers, body = parsed
         return Outcome(status, headers, body, "ok", instance=inst, cold_start=cold)
+
+    # ----- fault hook: die after the handler returned, before the reply is written -----
+
+    def arm_death(self, job_id: str, status: int = 502, count: int = 1) -> dict[str, Any]:
+        """Arm: the next `count` invocations whose body has jobId `job_id` die after their handler."""
+        if not isinstance(job_id, str) or not job_id:
+            raise ValueError("jobId must be a non-empty string")
+        if status not in DEATH_STATUSES:
+            raise ValueError(f"status must be one of {sorted(DEATH_STATUSES)}")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError("count must be a whole number >= 1")
+        fault = {"id": f"fault-{next(self._fault_ids)}", "kind": "die-after-handler", "jobId": job_id,
+                 "status": status, "remaining": count, "armed_at": time.time()}  # fmt: skip
+        with self._cond:
+            self._armed.append(fault)
+        logger.info("armed %s: next %d invocation(s) with jobId %s die after the handler (%d)",
+                    fault["id"], count, job_id, status)  # fmt: skip
+        return dict(fault)
+
+    def faults(self) -> dict[str, Any]:
+        with self._cond:
+            return {"armed": [dict(f) for f in self._armed], "fired": list(self._fired)}
+
+    def disarm(self) -> int:
+        with self._cond:
+            n = len(self._armed)
+            self._armed.clear()
+        return n
+
+    def _claim_death(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """The armed fault this invocation fires, if its body carries an armed jobId."""
+        with self._cond:
+            if not self._armed:
+                return None
+        job_id = _body_job_id(event)
+        if job_id is None:
+            return None
+        with self._cond:
+            for fault in self._armed:
+                if fault["jobId"] == job_id:
+                    fault["remaining"] -= 1
+                    if fault["remaining"] <= 0:
+                        self._armed.remove(fault)
+                    return dict(fault)
+        return None
+
+    def _die_after_handler(
+        self, inst: Instance, fault: dict[str, Any], msg: dict[str, Any], request_id: str, cold: bool
+    ) -> Outcome:
+        """The instance dies with the handler's reply unsent; the client gets 502 or 504."""
+        with self._cond:
+            inst.kill_reason = f"fault:{fault['id']}"
+        _kill(inst.proc)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            inst.proc.wait(timeout=5)
+        response = msg.get("response")
+        handler_status = response.get("statusCode") if isinstance(response, dict) else None
+        fired = {"id": fault["id"], "kind": fault["kind"], "jobId": fault["jobId"], "status": fault["status"],
+                 "instance": inst.id, "pid": inst.pid, "request_id": request_id,
+                 "handler_status": handler_status, "handler_reply": msg.get("type"), "at": time.time()}  # fmt: skip
+        with self._cond:
+            self._fired.append(fired)
+        logger.warning("%s pid %s killed by %s after its handler returned %s (jobId %s); answering %d",
+                       inst.id, inst.pid, fault["id"], handler_status, fault["jobId"], fault["status"])  # fmt: skip
+        message, kind = DEATH_STATUSES[fault["status"]]
+        return _json_body(fault["status"], {"message": message}, kind, instance=inst, cold_start=cold)
 
     def log_request(
         self, request_id: str, method: str, path: str, outcome: Outcome, latency_s: float
@@ -559,8 +647,25 @@ class Gateway:
             if self._log_file is not None:
                 self._log_file.write(json.dumps(record) + "\n")
 
-    def admin(self, method: str, path: str) -> Outcome:
+    def admin(self, method: str, path: str, body: bytes = b"") -> Outcome:
         """Serve the /_gateway/ admin routes."""
+        if path == FAULTS_PATH:
+            if method == "GET":
+                return _json_body(200, self.faults(), "admin")
+            if method == "DELETE":
+                return _json_body(200, {"disarmed": self.disarm()}, "admin")
+            return _json_body(405, {"message": "Method Not Allowed"}, "admin")
+        if path == DIE_AFTER_HANDLER_PATH:
+            if method != "POST":
+                return _json_body(405, {"message": "Method Not Allowed"}, "admin")
+            try:
+                spec = json.loads(body or b"{}")
+                if not isinstance(spec, dict):
+                    raise ValueError("body must be a JSON object")
+                armed = self.arm_death(spec.get("jobId"), spec.get("status", 502), spec.get("count", 1))
+            except ValueError as e:
+                return _json_body(400, {"message": str(e)}, "admin")
+            return _json_body(200, armed, "admin")
         if path == "/_gateway/instances":
             if method != "GET":
                 return _json_body(405, {"message": "Method Not Allowed"}, "admin")
@@ -587,6 +692,20 @@ def _write_line(proc: subprocess.Popen[str], line: str) -> None:
         proc.stdin.flush()
     except (OSError, ValueError):
         pass  # the instance died; its reader reports EOF
+
+
+def _body_job_id(event: dict[str, Any]) -> str | None:
+    """The jobId in a proxied request's JSON body, if any."""
+    raw = event.get("body")
+    if not isinstance(raw, str) or '"jobId"' not in raw:
+        return None
+    try:
+        data = base64.b64decode(raw) if event.get("isBase64Encoded") else raw
+        payload = json.loads(data)
+    except (ValueError, TypeError):
+        return None
+    job_id = payload.get("jobId") if isinstance(payload, dict) else None
+    return job_id if isinstance(job_id, str) else None
 
 
 def _kill(proc: subprocess.Popen[str]) -> None:
@@ -656,7 +775,7 @@ def _make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             path = urlsplit(self.path).path or "/"
             if path.startswith(ADMIN_PREFIX):
                 body = self._read_body()
-                self._send(body if isinstance(body, Outcome) else gateway.admin(self.command, path))
+                self._send(body if isinstance(body, Outcome) else gateway.admin(self.command, path, body))
                 return
             request_id = str(uuid.uuid4())
             body = self._read_body()
@@ -775,6 +894,19 @@ class GatewayProcess:
     def kill_instance(self, inst_id: str) -> dict[str, Any]:
         """SIGKILL one instance through the admin route."""
         res = requests.post(f"{self.url}/_gateway/instances/{inst_id}/kill", timeout=5)
+        res.raise_for_status()
+        return dict(res.json())
+
+    def arm_death(self, job_id: str, status: int = 502, count: int = 1) -> dict[str, Any]:
+        """Arm the die-after-handler fault for `job_id` through the admin route."""
+        res = requests.post(f"{self.url}{DIE_AFTER_HANDLER_PATH}",
+                            json={"jobId": job_id, "status": status, "count": count}, timeout=5)  # fmt: skip
+        res.raise_for_status()
+        return dict(res.json())
+
+    def faults(self) -> dict[str, Any]:
+        """Armed and fired faults as reported by the admin route."""
+        res = requests.get(f"{self.url}{FAULTS_PATH}", timeout=5)
         res.raise_for_status()
         return dict(res.json())
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import http.client
+import queue
 import random
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -17,6 +21,7 @@ from workflow.steps import expected_result
 
 DOC_TYPES = ("invoice", "contract", "receipt", "report")
 LOST_AFTER_404S = 3
+DIE_AFTER_HANDLER = "/_gateway/faults/die-after-handler"
 
 
 def make_jobs(rng: random.Random, n: int, prefix: str = "job") -> list[dict[str, Any]]:
@@ -38,10 +43,13 @@ def make_jobs(rng: random.Random, n: int, prefix: str = "job") -> list[dict[str,
 class Client:
     """Submits jobs and polls status through the gateway, logging every request and answer."""
 
-    def __init__(self, gateway_url: str, events: EventLog, timeout: float = 35) -> None:
+    def __init__(
+        self, gateway_url: str, events: EventLog, timeout: float = 35, log_status: bool = False
+    ) -> None:
         self.url = gateway_url
         self.events = events
         self.timeout = timeout
+        self.log_status = log_status  # log every status poll as a `status` event
         self._local = threading.local()
         self._seq = 0
         self._lock = threading.Lock()
@@ -56,12 +64,13 @@ class Client:
         for job in jobs:
             self.events.append("job", job=job, expected=expected_result(job))
 
-    def submit(self, job: dict[str, Any], mode: str = "unique") -> dict[str, Any]:
+    def submit(self, job: dict[str, Any], mode: str = "unique", **fields: Any) -> dict[str, Any]:
+        """POST the job once; `fields` (e.g. case="concurrent") go into both logged events."""
         with self._lock:
             self._seq += 1
             sub = self._seq
         job_id = job["jobId"]
-        self.events.append("submit", job_id=job_id, sub=sub, mode=mode)
+        self.events.append("submit", job_id=job_id, sub=sub, mode=mode, **fields)
         t0 = time.time()
         try:
             res = self._session().post(f"{self.url}/process-document", json=job, timeout=self.timeout)
@@ -70,15 +79,70 @@ class Client:
             status, body, instance = 0, {"error": str(e)}, None
         return self.events.append(
             "response", job_id=job_id, sub=sub, mode=mode, status=status, body=body, latency=time.time() - t0,
-            instance=instance,
+            instance=instance, **fields,
         )  # fmt: skip
+
+    def submit_until_accepted(
+        self,
+        job: dict[str, Any],
+        mode: str = "unique",
+        attempts: int = 5,
+        backoff: float = 0.2,
+        **fields: Any,
+    ) -> list[dict[str, Any]]:
+        """Submit; on a lost answer (none, or 5xx) retry with mode `retry` until a 2xx or 4xx answer."""
+        answers = [self.submit(job, mode, **fields)]
+        while len(answers) < attempts and (answers[-1]["status"] == 0 or answers[-1]["status"] >= 500):
+            time.sleep(backoff * len(answers))
+            answers.append(self.submit(job, "retry", retry_of=answers[0]["sub"], **fields))
+        return answers
 
     def status(self, job_id: str) -> dict[str, Any]:
         try:
             res = self._session().get(f"{self.url}/status/{job_id}", timeout=self.timeout)
-            return {"http": res.status_code, **_json(res)}
+            st = {"http": res.status_code, **_json(res)}
         except requests.RequestException as e:
-            return {"http": 0, "error": str(e)}
+            st = {"http": 0, "error": str(e)}
+        if self.log_status:
+            self.events.append("status", job_id=job_id, http=st["http"], status=st.get("status"))
+        return st
+
+    # --- the gateway's fault hook ----------------------------------------------------------
+    def arm_instance_death(self, job_id: str, status: int = 502) -> dict[str, Any]:
+        """Arm: the next invocation for `job_id` dies after its handler returned (client sees `status`)."""
+        try:
+            res = requests.post(f"{self.url}{DIE_AFTER_HANDLER}", json={"jobId": job_id, "status": status},
+                                timeout=5)  # fmt: skip
+            res.raise_for_status()
+        except requests.RequestException as e:
+            raise HarnessError("the gateway's fault hook (POST /_gateway/faults/die-after-handler)",
+                               seen=str(e), hint="is the gateway harness.gateway?") from e  # fmt: skip
+        armed = res.json()
+        self.events.append("fault-armed", fault="lambda-die-after-handler", job=job_id, status=status,
+                           fault_id=armed.get("id"))  # fmt: skip
+        return armed
+
+    def gateway_faults(self) -> dict[str, Any]:
+        """Armed and fired gateway faults (GET /_gateway/faults)."""
+        try:
+            res = requests.get(f"{self.url}/_gateway/faults", timeout=5)
+            res.raise_for_status()
+            return dict(res.json())
+        except requests.RequestException as e:
+            raise HarnessError("the gateway's fault list (GET /_gateway/faults)", seen=str(e)) from e
+
+    def log_instance_deaths(self, seen: set[str]) -> list[dict[str, Any]]:
+        """Log a `fault` event for every fired gateway fault not in `seen` (fault ids; updated)."""
+        out = []
+        for f in self.gateway_faults()["fired"]:
+            if f["id"] in seen:
+                continue
+            seen.add(f["id"])
+            out.append(self.events.append(
+                "fault", fault="lambda-death", target=f["instance"], job=f["jobId"], instance_pid=f["pid"],
+                status=f["status"], handler_status=f["handler_status"], fault_id=f["id"], at=f["at"],
+            ))  # fmt: skip
+        return out
 
     def burst(
         self, jobs: list[dict[str, Any]], copies: int = 1, mode: str = "unique", concurrency: int = 16
@@ -130,6 +194,128 @@ class Client:
                 )
             time.sleep(poll)
         return done
+
+
+# --- open-loop load: intended send times fixed in advance, latency measured from them -----------
+def constant_rate_schedule(rate: float, duration: float) -> list[float]:
+    """Intended send offsets (seconds from the start) of a constant-rate open-loop load."""
+    if rate <= 0 or duration <= 0:
+        raise ValueError("rate and duration must be > 0")
+    return [i / rate for i in range(max(1, round(rate * duration)))]
+
+
+@dataclass
+class Shot:
+    """One open-loop request. Times are time.perf_counter() seconds."""
+
+    i: int
+    intended: float
+    sent: float = 0.0
+    answered: float = 0.0
+    status: int = 0  # 0: no answer (connection error or timeout)
+    error: str | None = None
+
+    @property
+    def latency(self) -> float:
+        """Coordinated-omission corrected: from the intended send time to the answer."""
+        return self.answered - self.intended
+
+    @property
+    def service_time(self) -> float:
+        """Uncorrected: from the actual send to the answer (hides a stalled server)."""
+        return self.answered - self.sent
+
+    @property
+    def lag(self) -> float:
+        """How late the request left compared to its schedule."""
+        return self.sent - self.intended
+
+
+@dataclass
+class OpenLoopResult:
+    shots: list[Shot]
+    start: float  # perf_counter at offset 0
+    wall_start: float  # time.time() at offset 0
+    connections: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def wall(self, t: float) -> float:
+        """A perf_counter time as a time.time() (the server's promises carry wall-clock ms)."""
+        return self.wall_start + (t - self.start)
+
+
+class OpenLoop:
+    """Constant-rate (open-loop) HTTP load: a dispatcher releases each request at its intended
+    time to a pool of sender threads, each on its own keep-alive connection. A slow answer never
+    delays the schedule; when every sender is busy the request leaves late, and its latency,
+    measured from the intended time, includes that wait (coordinated omission corrected)."""
+
+    def __init__(self, url: str, method: str = "POST", path: str = "/process-document",
+                 connections: int = 64, timeout: float = 35.0) -> None:  # fmt: skip
+        u = urlsplit(url)
+        self.host, self.port = u.hostname or "127.0.0.1", u.port or 80
+        self.method, self.path = method, path
+        self.connections = connections
+        self.timeout = timeout
+
+    def run(
+        self,
+        schedule: list[float],
+        body: Callable[[int], bytes],
+        on_answer: Callable[[Shot], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> OpenLoopResult:
+        """Send request i at start + schedule[i]; return when every request has been answered."""
+        shots = [Shot(i, 0.0) for i in range(len(schedule))]
+        work: queue.SimpleQueue[Shot | None] = queue.SimpleQueue()
+        senders = [threading.Thread(target=self._sender, args=(work, body, on_answer), daemon=True,
+                                    name=f"openloop-{k}") for k in range(self.connections)]  # fmt: skip
+        for t in senders:
+            t.start()
+        start = time.perf_counter() + 0.05
+        wall_start = time.time() + (start - time.perf_counter())
+        for shot, offset in zip(shots, schedule, strict=True):
+            shot.intended = start + offset
+            delay = shot.intended - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            if stop is not None and stop.is_set():
+                shots = shots[: shot.i]
+                break
+            work.put(shot)
+        for _ in senders:
+            work.put(None)
+        for t in senders:
+            t.join()
+        return OpenLoopResult(shots, start, wall_start, self.connections)
+
+    def _sender(self, work: queue.SimpleQueue[Shot | None], body: Callable[[int], bytes],
+                on_answer: Callable[[Shot], None] | None) -> None:  # fmt: skip
+        conn: http.client.HTTPConnection | None = None
+        headers = {"Content-Type": "application/json"}
+        while (shot := work.get()) is not None:
+            data = body(shot.i)
+            shot.sent = time.perf_counter()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+                conn.request(self.method, self.path, body=data, headers=headers)
+                res = conn.getresponse()
+                res.read()
+                shot.status = res.status
+                if res.will_close:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as e:
+                shot.status, shot.error = 0, f"{type(e).__name__}: {e}"
+                if conn is not None:
+                    conn.close()
+                conn = None
+            shot.answered = time.perf_counter()
+            if on_answer is not None:
+                on_answer(shot)
+        if conn is not None:
+            conn.close()
 
 
 def _json(res: requests.Response) -> dict[str, Any]:

@@ -37,6 +37,7 @@ class Settings:
     gateway_instances: int = 4
     liveness_deadline_s: float = 60.0
     server_args: list[str] = field(default_factory=list)  # extra `resonate serve` flags
+    params: dict[str, int] = field(default_factory=dict)  # scenario knobs, settable with --param K=V
     proxied: bool = False  # workers reach the server through Toxiproxy (link faults; process backend)
 
 
@@ -47,18 +48,23 @@ class Scenario:
     verdicts: list[str]
     body: Callable[[RunContext], None]
     settings: Settings = field(default_factory=Settings)
+    # what the scenario adds to results.json besides verdicts (its "figures" are merged)
+    extras: Callable[[History], dict[str, Any]] | None = None
 
 
 SCENARIOS: dict[str, Scenario] = {}
 
 
 def scenario(
-    name: str, verdicts: list[str], **settings: Any
+    name: str,
+    verdicts: list[str],
+    extras: Callable[[History], dict[str, Any]] | None = None,
+    **settings: Any,
 ) -> Callable[[Callable[[RunContext], None]], Any]:
     """Register a scenario body under `name`; `verdicts` are the checks it exercises."""
 
     def register(body: Callable[[RunContext], None]) -> Callable[[RunContext], None]:
-        SCENARIOS[name] = Scenario(name, (body.__doc__ or "").strip(), verdicts, body, Settings(**settings))
+        SCENARIOS[name] = Scenario(name, (body.__doc__ or "").strip(), verdicts, body, Settings(**settings), extras)
         return body
 
     return register
@@ -134,6 +140,7 @@ def run(
     workflow_module: str | None = None,
     lambda_module: str | None = None,
     overrides: dict[str, Any] | None = None,
+    params: dict[str, int] | None = None,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
 ) -> RunResult:
     scenarios = load_scenarios()
@@ -143,6 +150,11 @@ def run(
     settings = Settings(**{**asdict(sc.settings), **(overrides or {})})
     if workers is not None:
         settings.workers = workers
+    unknown = sorted(set(params or {}) - set(settings.params))
+    if unknown:
+        known = ", ".join(sorted(settings.params)) or "none"
+        raise HarnessError(f"--param names this scenario knows ({known})", seen=", ".join(unknown))
+    settings.params = {**settings.params, **(params or {})}
     if settings.workers < 1:
         raise HarnessError("--workers N with N >= 1", seen=str(settings.workers))
     if backend not in BACKENDS:
@@ -165,7 +177,7 @@ def run(
         "scenario": name, "backend": backend, "stack": stack.name, "seed": seed, "versions": versions,
         "verdicts": sc.verdicts, "settings": asdict(settings),
         "sut": {"workflow_module": workflow_module, "lambda_module": lambda_module},
-        "command": reproduce_command(name, backend, settings.workers, seed),
+        "command": reproduce_command(name, backend, settings.workers, seed, params or {}),
     }  # fmt: skip
     (run_dir / RUN_META).write_text(json.dumps(meta, indent=1))
     log(f"harness: {name} on {backend}, {settings.workers} workers, seed {seed}; "
@@ -229,6 +241,11 @@ def check_run(run_dir: Path) -> dict[str, Any]:
         "figures": figures(h),
         "command": meta.get("command"),
     }  # fmt: skip
+    sc = load_scenarios().get(meta["scenario"])
+    if sc is not None and sc.extras is not None:
+        extra = sc.extras(h)
+        results["figures"].update(extra.pop("figures", {}))
+        results.update(extra)
     (Path(run_dir) / RESULTS).write_text(json.dumps(results, indent=1))
     return results
 
@@ -237,10 +254,11 @@ def _t0(h: History) -> float:
     return h.events[0]["t"] if h.events else 0.0
 
 
-def reproduce_command(name: str, backend: str, workers: int, seed: int) -> str:
-    return shlex.join(
-        ["harness", "run", name, "--backend", backend, "--workers", str(workers), "--seed", str(seed)]
-    )
+def reproduce_command(name: str, backend: str, workers: int, seed: int, params: dict[str, int]) -> str:
+    words = ["harness", "run", name, "--backend", backend, "--workers", str(workers), "--seed", str(seed)]
+    for key, value in sorted(params.items()):
+        words += ["--param", f"{key}={value}"]
+    return shlex.join(words)
 
 
 __all__ = ["SCENARIOS", "LegacyStack", "RunContext", "check_run", "load_scenarios", "run", "scenario"]

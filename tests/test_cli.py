@@ -102,3 +102,11 @@ def test_harness_down_removes_what_a_killed_run_left(tmp_path: Path, server_read
     down = harness("down")
     assert down.returncode == 0, down.stderr
     assert leftovers(proc.pid) == []
+
+
+def test_unknown_scenario_parameter() -> None:
+    one_line_usage_error(harness("run", "dedup-verify", "--param", "colour=3"), "colour", "copies")
+
+
+def test_malformed_scenario_parameter() -> None:
+    one_line_usage_error(harness("run", "dedup-verify", "--param", "jobs"), "NAME=N")
