@@ -741,6 +741,16 @@ def _cpu_sentence(ctx: dict[str, Any]) -> str:
 
 
 # --- outputs: plots, summary, comparison -------------------------------------------------------
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plots(result: dict[str, Any], out: Path) -> list[Path]:
     import matplotlib
 
@@ -775,10 +785,7 @@ def plots(result: dict[str, Any], out: Path) -> list[Path]:
     ax.set_title(f"Throughput vs offered load (5 steps x {step}s)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    paths.append(out / "throughput.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(fig, out / "throughput.png"))
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for n, g in sorted(groups.items()):
@@ -807,10 +814,7 @@ def plots(result: dict[str, Any], out: Path) -> list[Path]:
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "latency.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(fig, out / "latency.png"))
 
     summary = result.get("summary") or {}
     if summary:
@@ -827,10 +831,7 @@ def plots(result: dict[str, Any], out: Path) -> list[Path]:
         ax.set_title(f"Scaling ({result['environment']['cpus']} CPUs shared by everything)", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        paths.append(out / "scaling.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(_save(fig, out / "scaling.png"))
     return paths
 
 

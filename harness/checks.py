@@ -186,16 +186,9 @@ def dedup(h: History) -> Verdict:
     """K submissions of one jobId: one root promise, one workflow execution, consistent answers."""
     stack = get_stack(h.meta.get("stack", "legacy"))
     roots = roots_by_job(h)
-    subs: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for e in h.of_kind("submit"):
-        subs[e["job_id"]].append(e)
-    responses: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for e in h.of_kind("response"):
-        responses[e["job_id"]].append(e)
+    subs, responses = h.by_job("submit"), h.by_job("response")
     step1_hits = Counter(x.job for x in hits(h) if x.step == 1 and x.site != "before")
-    completed: dict[str, list[Any]] = defaultdict(list)
-    for e in h.of_kind("completed"):
-        completed[e["job_id"]].append(e["result"])
+    completed = {j: [e["result"] for e in evs] for j, evs in h.by_job("completed").items()}
     problems: list[str] = []
     dup_jobs = sorted(j for j, s in subs.items() if len(s) > 1)
     absorbed = lost = 0
@@ -219,7 +212,7 @@ def dedup(h: History) -> Verdict:
         if len(shapes) > 1:
             problems.append(f"job {job_id}: inconsistent answers to duplicates: {sorted(shapes, key=str)}")
         absorbed += max(0, len(ok_resp) - 1)
-        results = completed[job_id]
+        results = completed.get(job_id, [])
         if any(r != results[0] for r in results):
             problems.append(f"job {job_id}: status polls returned different results")
         for late in (e for e in subs[job_id] if e.get("mode") == "late-dup"):

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             from harness.runner import load_scenarios
 
             for name, sc in sorted(load_scenarios().items()):
-                print(f"{name:16} {sc.description.splitlines()[0] if sc.description else ''}")
+                print(f"{name:22} {sc.description.splitlines()[0] if sc.description else ''}")
             return EXIT_OK
     except HarnessError as e:
         print(f"harness: {e.oneline()}", file=sys.stderr)

@@ -161,12 +161,7 @@ def _lost(status: int) -> bool:
 def table(h: History) -> list[dict[str, Any]]:
     """One row per job: submissions by kind, answers, root promises, executions, statuses seen."""
     roots = roots_by_job(h)
-    subs: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for e in h.of_kind("submit"):
-        subs[e["job_id"]].append(e)
-    answers: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for e in h.of_kind("response"):
-        answers[e["job_id"]].append(e)
+    subs, answers = h.by_job("submit"), h.by_job("response")
     statuses: dict[str, list[str]] = defaultdict(list)
     for e in h.of_kind("status"):
         seen = e.get("status") or str(e.get("http"))

@@ -135,6 +135,13 @@ class History:
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["kind"] == kind]
 
+    def by_job(self, kind: str) -> defaultdict[str, list[dict[str, Any]]]:
+        """Events of one kind grouped by their job_id (an absent job gets an empty list)."""
+        grouped: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+        for e in self.of_kind(kind):
+            grouped[e["job_id"]].append(e)
+        return grouped
+
     def jobs(self) -> dict[str, dict[str, Any]]:
         """Every job the harness submitted, by jobId, with its expected result."""
         return {e["job"]["jobId"]: e for e in self.of_kind("job")}

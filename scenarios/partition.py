@@ -35,15 +35,17 @@ SSE_RETRY_S = 5  # resonate-sdk 0.6.x retries a lost SSE stream every 5 s (REST 
 RECONNECT_TIMEOUT_S = 30
 
 
-@scenario(
-    "partition",
-    verdicts=["exactly_once", "replay", "liveness", "no_loss"],
-    workers=3,
-    ttl=2,
-    step_seconds="0.3,0.3,0.3,6.0,0.3",
-    liveness_deadline_s=30,
-    proxied=True,
-)
+SETTINGS = {
+    "verdicts": ["exactly_once", "replay", "liveness", "no_loss"],
+    "workers": 3,
+    "ttl": 2,
+    "step_seconds": "0.3,0.3,0.3,6.0,0.3",  # a long step 4 to be cut off in
+    "liveness_deadline_s": 30,
+    "proxied": True,
+}
+
+
+@scenario("partition", **SETTINGS)
 def partition(ctx: RunContext) -> None:
     """Cut the worker in step 4 off from the server (its proxies disabled) until another worker has
     taken the job over and finished it; heal the link; let the cut-off worker reconnect and settle."""
@@ -74,15 +76,7 @@ def partition(ctx: RunContext) -> None:
     time.sleep(ctx.settings.ttl + 3)
 
 
-@scenario(
-    "partition-early-heal",
-    verdicts=["exactly_once", "replay", "liveness", "no_loss"],
-    workers=3,
-    ttl=2,
-    step_seconds="0.3,0.3,0.3,6.0,0.3",
-    liveness_deadline_s=30,
-    proxied=True,
-)
+@scenario("partition-early-heal", **SETTINGS)
 def partition_early_heal(ctx: RunContext) -> None:
     """Cut the worker in step 4 off; heal its link as soon as another worker has taken the job over,
     while both are inside step 4. The cut-off worker, whose lease is gone, finishes its step first:

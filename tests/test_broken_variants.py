@@ -28,27 +28,35 @@ def run_cli(tmp_path: Path, scenario: str, **env: str) -> tuple[int, dict]:
     return proc.returncode, json.loads((out / "results.json").read_text())
 
 
-def test_random_promise_id_gateway_is_caught_by_dedup(tmp_path: Path, server_ready: None) -> None:
-    rc, res = run_cli(tmp_path, "dedup-burst", HARNESS_LAMBDA_MODULE="tests.broken.random_id_lambda")
+CASES = {
+    # variant: (scenario, env, verdicts that must fail, the detail that names job and step)
+    "random promise id gateway": (
+        "dedup-burst", {"HARNESS_LAMBDA_MODULE": "tests.broken.random_id_lambda"}, ("dedup", "exactly_once"),
+        r"job dedup-\S+ step 1 \(download_document\): \d+ workflow executions",
+    ),
+    "step outside ctx.run": (
+        "crash-recovery", {"HARNESS_WORKFLOW_MODULE": "tests.broken.direct_step"}, ("replay",),
+        r"job crash-\S+ step 3 \(analyze_document\): executed \d+ times",
+    ),
+    # the crash right after step 4's sink write makes the re-run write the effect again
+    "non-idempotent sink": (
+        "crash-recovery", {"HARNESS_WORKFLOW_MODULE": "tests.broken.unsafe_sink"}, ("exactly_once",),
+        r"job crash-006-\S+ step 4 \(store_results\): 2 'stored' effects",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", sorted(CASES))
+def test_broken_variant_is_caught(variant: str, tmp_path: Path, server_ready: None) -> None:
+    scenario, env, failing, detail = CASES[variant]
+    rc, res = run_cli(tmp_path, scenario, **env)
     assert rc == 1
-    dedup, once = res["verdicts"]["dedup"], res["verdicts"]["exactly_once"]
-    assert not dedup["ok"] and not once["ok"]
-    assert re.search(r"job dedup-\S+ step 1 \(download_document\): \d+ workflow executions", dedup["detail"])
-    assert re.search(r"job dedup-\S+: no root promise doc/dedup-", once["detail"])
+    for name in failing:
+        assert not res["verdicts"][name]["ok"], (name, res["verdicts"][name])
+    assert re.search(detail, res["verdicts"][failing[0]]["detail"]), res["verdicts"][failing[0]]["detail"]
 
 
-def test_step_outside_ctx_run_is_caught_by_replay(tmp_path: Path, server_ready: None) -> None:
-    rc, res = run_cli(tmp_path, "crash-recovery", HARNESS_WORKFLOW_MODULE="tests.broken.direct_step")
+def test_random_id_is_also_an_exactly_once_failure_naming_the_job(tmp_path: Path, server_ready: None) -> None:
+    rc, res = run_cli(tmp_path, "smoke", HARNESS_LAMBDA_MODULE="tests.broken.random_id_lambda")
     assert rc == 1
-    replay = res["verdicts"]["replay"]
-    assert not replay["ok"]
-    assert re.search(r"job crash-\S+ step 3 \(analyze_document\): executed \d+ times", replay["detail"])
-
-
-def test_non_idempotent_sink_is_caught_by_exactly_once(tmp_path: Path, server_ready: None) -> None:
-    """The crash right after step 4's sink write makes the re-run write the effect again."""
-    rc, res = run_cli(tmp_path, "crash-recovery", HARNESS_WORKFLOW_MODULE="tests.broken.unsafe_sink")
-    assert rc == 1
-    once = res["verdicts"]["exactly_once"]
-    assert not once["ok"]
-    assert re.search(r"job crash-006-\S+ step 4 \(store_results\): 2 'stored' effects", once["detail"])
+    assert re.search(r"job smoke-\S+: no root promise doc/smoke-", res["verdicts"]["exactly_once"]["detail"])
