@@ -1,0 +1,334 @@
+"""The Docker backend: clusters start and leave nothing behind, and its faults really happen.
+
+Needs a Docker daemon and the server binary: without them these tests skip with the reason on a
+developer machine and fail in CI (CI=true). Only resources labelled with a run this test made (or
+whose owner process this test killed) are ever touched, so the tests can run next to other runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import requests
+
+from harness.cluster.base import ClusterConfig
+from harness.cluster.docker import L_OWNER, L_RUN, DockerCluster, owner_labels, remove_leftovers
+from harness.cluster.images import docker_client
+from harness.errors import HarnessError
+from harness.stack import PROJECT_ROOT, get_stack
+from harness.waiting import wait_until
+
+pytestmark = [pytest.mark.docker, pytest.mark.server]
+
+
+@pytest.fixture(scope="module")
+def client(docker_daemon: None) -> Iterator[docker.DockerClient]:
+    c = docker_client(timeout=60)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def make_cluster(
+    server_ready: None, client: docker.DockerClient, tmp_path: Path
+) -> Iterator[Callable[..., DockerCluster]]:
+    """Start DockerClusters (stopped at the end of the test whatever happens)."""
+    made: list[DockerCluster] = []
+
+    def make(**kwargs: Any) -> DockerCluster:
+        config = ClusterConfig(
+            **{"run_dir": tmp_path / f"run{len(made)}", "stack": get_stack(), "workers": 1,
+               "gateway_instances": 1, **kwargs}
+        )  # fmt: skip
+        cluster = DockerCluster(config)
+        made.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.stop()
+
+
+def resources(client: docker.DockerClient, label: str) -> dict[str, list[str]]:
+    """Names of the containers, networks and volumes carrying a label (key=value)."""
+    flt = {"label": label}
+    return {
+        "containers": sorted(c.name for c in client.containers.list(all=True, filters=flt)),
+        "networks": sorted(n.name for n in client.networks.list(filters=flt)),
+        "volumes": sorted(v.name for v in client.volumes.list(filters=flt)),
+    }
+
+
+def nothing(found: dict[str, list[str]]) -> bool:
+    return not any(found.values())
+
+
+def exec_connect(container: Any, host: str, port: int) -> tuple[int, str]:
+    """Try a TCP connection from inside a container: (exit code, output)."""
+    code = (
+        f"import socket; socket.create_connection(({host!r}, {port}), timeout=2).close(); print('connected')"
+    )
+    res = container.exec_run(["python", "-c", code])
+    return res.exit_code, res.output.decode(errors="replace").strip()
+
+
+def worker_pids(cluster: DockerCluster, worker: str) -> list[int]:
+    """The pids a worker's incarnations reported in its log ("worker W pid N started")."""
+    log = cluster.worker_container(worker).logs().decode()
+    return [int(m) for m in re.findall(rf"worker {worker} pid (\d+) started", log)]
+
+
+# --- lifecycle --------------------------------------------------------------------------------------
+def test_start_and_stop_leave_nothing_behind(
+    make_cluster: Callable[..., DockerCluster], client: docker.DockerClient, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Relative run dir, broken SUT modules from tests/ (mounted project), everything labelled and removed."""
+    monkeypatch.chdir(tmp_path)
+    c = make_cluster(
+        run_dir=Path("rel-run"), workflow_module="tests.broken.unsafe_sink",
+        lambda_module="tests.broken.random_id_lambda",
+    )  # fmt: skip
+    run_dir = (tmp_path / "rel-run").resolve()
+    label = f"{L_RUN}={c.run_id}"
+    up = resources(client, label)
+    assert up == {
+        "containers": sorted(f"{c.prefix}-{m}" for m in ("server", "worker-1", "gateway")),
+        "networks": [c.network_name],
+        "volumes": [c.volume_name],
+    }
+    for name in up["containers"]:
+        attrs = client.containers.get(name).attrs
+        assert attrs["State"]["Status"] == "running", name
+        assert attrs["HostConfig"]["Init"] is True, name
+        assert attrs["Config"]["Labels"][L_OWNER] == str(os.getpid())
+        for bindings in (attrs["HostConfig"]["PortBindings"] or {}).values():
+            assert all(b["HostIp"] == "127.0.0.1" for b in bindings), (name, bindings)
+        if not name.endswith("-server"):
+            mounts = {m["Destination"]: m["Source"] for m in attrs["Mounts"]}
+            assert mounts[str(run_dir)] == str(run_dir) and mounts[str(PROJECT_ROOT)] == str(PROJECT_ROOT)
+    assert c.live_workers() == ["worker-1"] and c.unexpected_exits() == {}
+    assert requests.get(f"{c.gateway_url}/_gateway/instances", timeout=5).ok
+    assert c.poll_connections() >= 1  # the worker
+    c.stop()
+    c.stop()  # twice is fine
+    assert nothing(resources(client, label)), resources(client, label)
+    logs = {p.name for p in (run_dir / "logs").iterdir()}
+    assert {"server.log", "worker-1.log", "gateway.log", "containers.json"} <= logs
+    assert "started" in (run_dir / "logs" / "worker-1.log").read_text()
+    assert (run_dir / "server" / "resonate.db").exists()
+
+
+def test_eight_workers_on_two_cores(
+    make_cluster: Callable[..., DockerCluster], client: docker.DockerClient
+) -> None:
+    c = make_cluster(workers=8)
+    print(f"\n8 workers: start-up {c.timings}")
+    assert sorted(c.live_workers()) == sorted(f"worker-{i}" for i in range(1, 9))
+    running = client.containers.list(filters={"label": [f"{L_RUN}={c.run_id}", "harness.role=worker"]})
+    assert len(running) == 8
+    assert c.poll_connections() >= 8
+    pids = {w: worker_pids(c, w) for w in c.live_workers()}
+    assert len({p[0] for p in pids.values()}) == 8, pids  # host pids: distinct SDK process names
+
+
+# --- worker faults ----------------------------------------------------------------------------------
+def test_kill_restart_and_unexpected_exit(make_cluster: Callable[..., DockerCluster]) -> None:
+    c = make_cluster(workers=2)
+    connected = c.poll_connections()
+    first = c.worker_container("worker-1")
+    c.kill_worker("worker-1")
+    killed = c.worker_container("worker-1")
+    assert killed.status == "exited" and killed.attrs["State"]["ExitCode"] == 137
+    assert c.live_workers() == ["worker-2"]
+    assert c.unexpected_exits() == {}  # the harness killed it
+    wait_until(lambda: c.poll_connections() == connected - 1, timeout=10, expected="the server to drop worker-1",
+               seen=lambda: f"{c.poll_connections()} connections")  # fmt: skip
+    with pytest.raises(HarnessError, match="to be down before it is restarted"):
+        c.restart_worker("worker-2")
+    c.restart_worker("worker-1")
+    again = c.worker_container("worker-1")
+    assert again.status == "running" and again.id == first.id  # the same container, started again
+    assert sorted(c.live_workers()) == ["worker-1", "worker-2"]
+    pids = worker_pids(c, "worker-1")
+    assert len(pids) == 2 and pids[0] != pids[1], pids  # a new SDK process name: no inherited leases
+    assert c.poll_connections() == connected
+    # a worker that dies without the harness: reported with the process backend's convention
+    c.client.containers.get(c.worker_container("worker-2").id).kill("SIGKILL")
+    wait_until(lambda: "worker-2" not in c.live_workers(), timeout=10, expected="worker-2 gone")
+    assert c.unexpected_exits() == {"worker-2": -9}
+    c.restart_worker("worker-2")
+    assert c.unexpected_exits() == {}
+    c.stop_worker("worker-2")
+    assert c.worker_container("worker-2").status == "exited" and c.unexpected_exits() == {}
+
+
+def test_pause_freezes_the_worker(make_cluster: Callable[..., DockerCluster]) -> None:
+    c = make_cluster()
+    pid = worker_pids(c, "worker-1")[-1]
+    c.pause_worker("worker-1")
+    w = c.worker_container("worker-1")
+    assert w.status == "paused" and w.attrs["State"]["Paused"] is True
+    assert c.live_workers() == ["worker-1"]  # paused is alive, as a SIGSTOPped process is
+    # cgroup freezer: the worker's process (a host pid) sleeps uninterruptibly in the refrigerator
+    state = re.search(r"^State:\s+(\S)", Path(f"/proc/{pid}/status").read_text(), re.M)
+    assert state and state.group(1) == "D"
+    c.resume_worker("worker-1")
+    assert c.worker_container("worker-1").status == "running"
+    state = re.search(r"^State:\s+(\S)", Path(f"/proc/{pid}/status").read_text(), re.M)
+    assert state and state.group(1) in "SR"
+    c.pause_worker("worker-1")
+    c.kill_worker("worker-1")  # killing a paused worker works (and thaws it)
+    assert c.worker_container("worker-1").status == "exited"
+    assert not Path(f"/proc/{pid}").exists()
+
+
+def test_partition_cuts_the_worker_off_and_heal_reconnects(
+    make_cluster: Callable[..., DockerCluster],
+) -> None:
+    c = make_cluster(workers=2)
+    host, api, _poll = c.worker_server()
+    w = c.worker_container("worker-1")
+    assert exec_connect(w, host, api) == (0, "connected")
+    c.partition_worker("worker-1")
+    w = c.worker_container("worker-1")
+    assert c.network_name not in w.attrs["NetworkSettings"]["Networks"]
+    code, out = exec_connect(w, host, api)
+    assert code != 0, out  # the server's name no longer resolves, nor is any route there
+    assert w.status == "running" and "worker-1" in c.live_workers()  # the process runs on, cut off
+    assert exec_connect(c.worker_container("worker-2"), host, api) == (0, "connected")
+    c.heal_worker("worker-1")
+    assert exec_connect(c.worker_container("worker-1"), host, api) == (0, "connected")
+    with pytest.raises(HarnessError, match="partitioned before it is healed"):
+        c.heal_worker("worker-1")
+
+
+# --- server -----------------------------------------------------------------------------------------
+def test_server_kill_and_restart_keep_promises(make_cluster: Callable[..., DockerCluster]) -> None:
+    c = make_cluster()
+    timeout = int(time.time() * 1000) + 3_600_000
+    created = requests.post(f"{c.server_api}/promises", timeout=5,
+                            json={"id": "test/volume", "timeout": timeout, "param": {"headers": {}, "data": ""}})  # fmt: skip
+    assert created.status_code == 201, created.text
+    api = c.server_api
+    c.kill_server()
+    assert c.server is not None
+    c.server.reload()
+    assert c.server.status == "exited" and c.server.attrs["State"]["ExitCode"] == 137
+    with pytest.raises(requests.RequestException):
+        requests.get(f"{api}/promises/test/volume", timeout=2).raise_for_status()
+    assert "server.log" in {p.name for p in c.config.logs_dir.iterdir()}  # dumped at the kill
+    c.start_server()
+    assert c.server_api == api  # same published port
+    got = requests.get(f"{api}/promises/test/volume", timeout=5)
+    assert got.ok and got.json()["state"] == "PENDING", got.text
+    with pytest.raises(HarnessError, match="down before it is started"):
+        c.start_server()
+    c.kill_server()
+    c.start_server()  # and once more
+    assert requests.get(f"{api}/promises/test/volume", timeout=5).ok
+    # the worker reconnects to the restarted server by name
+    wait_until(lambda: c.poll_connections() >= 1, timeout=30, expected="the worker reconnected",
+               seen=lambda: f"{c.poll_connections()} connections")  # fmt: skip
+
+
+def test_a_backend_without_partitions_says_so(tmp_path: Path) -> None:
+    """partition_worker/heal_worker are optional in the Cluster ABC: the default refuses clearly."""
+    from harness.cluster.base import Cluster
+
+    class Minimal(Cluster):
+        backend = "minimal"
+
+    for name in sorted(Minimal.__abstractmethods__):
+        setattr(Minimal, name, lambda *a, **k: None)
+    Minimal.__abstractmethods__ = frozenset()
+    m = Minimal(ClusterConfig(run_dir=tmp_path, stack=get_stack()))
+    with pytest.raises(HarnessError, match="not supported by this backend"):
+        m.partition_worker("worker-1")
+    with pytest.raises(HarnessError, match="not supported by this backend"):
+        m.heal_worker("worker-1")
+
+
+# --- leftovers --------------------------------------------------------------------------------------
+CRASHING_RUN = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    from harness.cluster.base import ClusterConfig
+    from harness.cluster.docker import DockerCluster
+    from harness.stack import get_stack
+    c = DockerCluster(ClusterConfig(run_dir=Path(sys.argv[1]), stack=get_stack(), workers=1, gateway_instances=1))
+    c.start()
+    print("UP", c.run_id, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_leftovers_of_a_dead_owner_are_removed(
+    client: docker.DockerClient, server_ready: None, tmp_path: Path
+) -> None:
+    """A run whose harness died (SIGKILL: no teardown) is removed; resources of live owners are not."""
+    proc = subprocess.Popen([sys.executable, "-c", CRASHING_RUN, str(tmp_path / "crashed")], stdout=subprocess.PIPE,
+                            text=True, cwd=PROJECT_ROOT)  # fmt: skip
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line.startswith("UP "), line
+        run_id = line.split()[1]
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    dead = f"{L_RUN}={run_id}"
+    left = resources(client, dead)
+    assert len(left["containers"]) == 3 and left["networks"] and left["volumes"], left
+    # a resource of a live owner (this test process), as a parallel run would have
+    mine = client.networks.create(
+        f"harness-test-{os.getpid()}", labels={L_RUN: f"test-{os.getpid()}", **owner_labels()}
+    )
+    try:
+        removed = remove_leftovers()
+        # Under pytest-xdist another worker's cluster start may remove some of them first (it removes
+        # dead owners' leftovers too): what matters is that none is left, and only those went.
+        assert all(r.split()[1].startswith("harness-") for r in removed), removed
+        assert nothing(resources(client, dead)), resources(client, dead)
+        assert client.networks.get(mine.id).name == mine.name  # kept: its owner is alive
+        assert "started" in (tmp_path / "crashed" / "logs" / "worker-1.log").read_text()  # logs saved
+    finally:
+        mine.remove()
+
+
+def test_sigint_tears_the_cluster_down(
+    client: docker.DockerClient, server_ready: None, tmp_path: Path
+) -> None:
+    """Ctrl-C in the middle of a scenario: exit 130 and nothing of the run is left."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", "crash-recovery", "--backend", "docker", "--out", str(run_dir)],
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    owner = f"{L_OWNER}={proc.pid}"
+    events = run_dir / "events.jsonl"
+    try:
+        wait_until(lambda: events.exists() and '"fault"' in events.read_text(), timeout=180,
+                   expected="the scenario's first fault")  # fmt: skip
+        assert len(client.containers.list(filters={"label": owner})) >= 4  # server, workers, gateway
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert "interrupted" in out
+    assert nothing(resources(client, owner)), resources(client, owner)
