@@ -19,7 +19,9 @@ Verdict = dict[str, Any]
 EFFECT_KIND_STEP = {"stored": 4, "notified": 5}
 MAX_LISTED = 5
 # hit sites after which the step may be executed again but need not be (it may finish on its own)
-OWE_NO_RERUN = ("before", "server-down", "paused", "cut-off", "degraded")
+# ("unsettled": the execution had ended but its checkpoint was not stored yet when the fault came;
+# the SDK's write may or may not have reached the server)
+OWE_NO_RERUN = ("before", "server-down", "paused", "cut-off", "degraded", "unsettled")
 
 
 def _verdict(problems: list[str], ok_detail: str) -> Verdict:
@@ -76,7 +78,7 @@ class Hit:
     t: float
     job: str
     step: int
-    site: str  # during | before | after_effect | after | server-down | paused | cut-off | degraded
+    site: str  # during | before | after_effect | after | server-down | paused | cut-off | degraded | unsettled
     attempt: str | None
 
 
@@ -84,10 +86,19 @@ def hits(h: History) -> list[Hit]:
     """Which step executions each fault interrupted, from the fault events and the ledger."""
     out: list[Hit] = []
     every = [a for job in h.jobs() for a in attempts(h, job)]
+    stored = checkpoint_times(h)
     struck: set[str] = set()  # an execution is interrupted once, by the first fault that reaches it
+
+    def unsettled(a: Attempt, t: float) -> bool:
+        """Ended before t, but its value was not checkpointed by t."""
+        return a.end is not None and a.end <= t and stored.get((a.job, a.step), float("inf")) > t
+
     for f in sorted(h.faults(), key=lambda f: f["t"]):
         kind, t = f["fault"], f["t"]
-        in_flight = [a for a in every if a.start <= t and (a.end is None or a.end > t) and a.attempt not in struck]
+        in_flight = [
+            a for a in every
+            if a.start <= t and (a.end is None or a.end > t or unsettled(a, t)) and a.attempt not in struck
+        ]  # fmt: skip
         site = "during"
         if kind == "server-crash":  # in-flight steps may finish or be re-run: both are allowed
             site = "server-down"
@@ -103,7 +114,8 @@ def hits(h: History) -> list[Hit]:
         elif kind in ("latency", "bandwidth", "reset"):  # a degraded link: a re-run is allowed, not owed
             site = "degraded"
         struck |= {a.attempt for a in victims}
-        out += [Hit(kind, f["target"], t, a.job, a.step, site, a.attempt) for a in victims]
+        out += [Hit(kind, f["target"], t, a.job, a.step, "unsettled" if unsettled(a, t) else site, a.attempt)
+                for a in victims]  # fmt: skip
         if not victims and f.get("job") and f.get("step"):
             out.append(Hit(kind, f["target"], t, f["job"], f["step"], site, f.get("attempt")))
     for r in h.ledger:
@@ -114,6 +126,19 @@ def hits(h: History) -> list[Hit]:
                     fired[-1].attempt if fired and r["at"] != "before" else None)
             )  # fmt: skip
     return sorted(out, key=lambda x: x.t)
+
+
+def checkpoint_times(h: History) -> dict[tuple[str, int], float]:
+    """When the server stored each step's checkpoint (child promise completedOn), by (job, step)."""
+    stack = get_stack(h.meta.get("stack", "legacy"))
+    by_id = {p["id"]: p for p in h.promises}
+    out = {}
+    for job in h.jobs():
+        for step in range(1, len(STEP_NAMES) + 1):
+            child = by_id.get(stack.child_id(job, step))
+            if child is not None and child.get("completedOn"):
+                out[(job, step)] = child["completedOn"] / 1000
+    return out
 
 
 def roots_by_job(h: History) -> dict[str, list[dict[str, Any]]]:

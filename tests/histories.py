@@ -86,6 +86,7 @@ class FakeRun:
             rid = root_id or f"doc/{jid}"
             cid = f"{rid}.{step}"
             self.promises.setdefault(cid, {"id": cid, "state": "RESOLVED", "param": {}, "value": encode(value),
+                                           "completedOn": int(self.tick(0.01) * 1000),
                                            "tags": {"resonate:scope": "local", "resonate:root": rid}})  # fmt: skip
         return attempt
 
@@ -99,7 +100,7 @@ class FakeRun:
         """The root promise resolves and the client sees `done`."""
         rid = root_id or f"doc/{job['jobId']}"
         result = value if value is not None else steps.expected_result(job)
-        self.promises[rid].update(state="RESOLVED", value=encode(result))
+        self.promises[rid].update(state="RESOLVED", value=encode(result), completedOn=int(self.tick() * 1000))
         self.event("completed", job_id=job["jobId"], result=result)
 
     def run_job(self, job: dict[str, Any], worker: str = "worker-1", pid: int = 11) -> None:

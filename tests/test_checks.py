@@ -196,3 +196,24 @@ def test_no_loss_fails_when_the_server_forgot_an_accepted_job() -> None:
     run.promises = {k: p for k, p in run.promises.items() if jobs[1]["jobId"] not in k}
     v = verdict(run, "no_loss")
     assert not v["ok"] and jobs[1]["jobId"] in v["detail"]
+
+
+def test_a_kill_between_end_record_and_checkpoint_allows_a_rerun_without_demanding_one() -> None:
+    """The SDK checkpoints a step after the step function returned: a kill in that window leaves
+    an ended execution whose value is not stored yet; the re-run it causes is justified."""
+    run = FakeRun()
+    job = run.new_job()
+    run.submit(job)
+    run.execute(job, 1, "worker-1", 11)
+    ended = run.execute(job, 2, "worker-1", 11)
+    child = run.promises[f"doc/{job['jobId']}.2"]
+    run.fault("kill", "worker-1", pid=11)  # after the end record, before the checkpoint below
+    child["completedOn"] = int(run.tick() * 1000) + 500  # stored by the re-run
+    run.execute(job, 2, "worker-2", 22)
+    for step in (3, 4, 5):
+        run.execute(job, step, "worker-2", 22)
+    run.finish(job)
+    hits = checks.hits(run.history())
+    assert [(h.step, h.site, h.attempt) for h in hits] == [(2, "unsettled", ended)]
+    v = verdict(run, "replay")
+    assert v["ok"], v["detail"]
