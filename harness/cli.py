@@ -108,6 +108,25 @@ def _dedup(args: argparse.Namespace) -> int:
     return _print_results(res.results, res.run_dir)
 
 
+def _down() -> int:
+    """Remove what crashed runs left: processes whose harness died, and their containers."""
+    from harness.cluster.process import reap_orphans
+
+    killed = reap_orphans()
+    print(f"harness down: removed {len(killed)} leftover processes")
+    try:
+        from harness.cluster.docker import remove_leftovers
+
+        removed = remove_leftovers()
+    except HarnessError as e:  # no Docker daemon: nothing of ours can be running there
+        print(f"harness down: Docker not checked ({e.expected})")
+        return EXIT_OK
+    for item in removed:
+        print(f"harness down: removed {item}")
+    print(f"harness down: removed {len(removed)} leftover Docker resources")
+    return EXIT_OK
+
+
 def _render(run_dir: Path) -> None:
     from reports import render
 
@@ -140,11 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(path)
             return EXIT_OK
         if args.cmd == "down":
-            from harness.cluster.process import reap_orphans
-
-            killed = reap_orphans()
-            print(f"harness down: removed {len(killed)} leftover processes")
-            return EXIT_OK
+            return _down()
         if args.cmd == "dedup":
             return _dedup(args)
         if args.cmd == "bench":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+from harness.errors import HarnessError
 from harness.runner import RunContext, scenario
 
 JOBS, DUPLICATED, KILLS = 50, 10, 6
@@ -28,9 +29,14 @@ def chaos(ctx: RunContext) -> None:
             if stop.wait(ctx.rng.uniform(1.0, 2.5)):
                 return
             victim = ctx.rng.choice(sorted(ctx.cluster.live_workers()))
-            ctx.nemesis.kill_worker(victim)
-            time.sleep(1.0)
-            ctx.nemesis.restart_worker(victim)
+            try:
+                ctx.nemesis.kill_worker(victim)
+                time.sleep(1.0)
+                ctx.nemesis.restart_worker(victim)
+            except HarnessError:
+                if stop.is_set():  # the run was interrupted and the cluster is going down
+                    return
+                raise
 
     ctx.phase("load")
     chaos_thread = threading.Thread(target=nemesis, name="chaos", daemon=True)
