@@ -742,6 +742,7 @@ def _cpu_sentence(ctx: dict[str, Any]) -> str:
 
 # --- outputs: plots, summary, comparison -------------------------------------------------------
 
+
 def _save(fig: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 

@@ -78,7 +78,9 @@ class Hit:
     t: float
     job: str
     step: int
-    site: str  # during | before | after_effect | after | server-down | paused | cut-off | degraded | unsettled
+    site: (
+        str  # during | before | after_effect | after | server-down | paused | cut-off | degraded | unsettled
+    )
     attempt: str | None
 
 
@@ -336,7 +338,9 @@ def replay(h: History) -> Verdict:
         root = promises.get(stack.root_id(job_id))
         expected = jobs.get(job_id, {}).get("expected")
         if job_hits and root and root["state"] == "RESOLVED" and stack.decode(root.get("value")) != expected:
-            checkpoint_problems.append(f"job {job_id}: final value after the fault differs from the fault-free one")
+            checkpoint_problems.append(
+                f"job {job_id}: final value after the fault differs from the fault-free one"
+            )
     problems = rerun_problems + missing_reruns + checkpoint_problems
     shown = "; ".join(reruns[:4]) + ("…" if len(reruns) > 4 else "")
     return _verdict(problems, f"{len(all_hits)} fault hits; earlier steps never re-ran, the hit step "

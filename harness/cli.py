@@ -133,7 +133,10 @@ def _render(run_dir: Path) -> None:
     try:
         render(run_dir)
     except Exception as e:  # the verdicts stand even if a picture cannot be drawn
-        print(f"harness: the report could not be rendered ({e!r}); try: harness report {run_dir}", file=sys.stderr)
+        print(
+            f"harness: the report could not be rendered ({e!r}); try: harness report {run_dir}",
+            file=sys.stderr,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,7 +47,9 @@ class EventLog:
         with self._lock:
             self._f.write(line + "\n")
         if self.echo is not None and kind in self.ECHOED:
-            what = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("trace", "attempt", "expected"))
+            what = " ".join(
+                f"{k}={v}" for k, v in fields.items() if k not in ("trace", "attempt", "expected")
+            )
             self.echo(f"harness: +{rec['t'] - self.t0:6.1f}s {kind} {what}")
         return rec
 

@@ -64,7 +64,9 @@ def scenario(
     """Register a scenario body under `name`; `verdicts` are the checks it exercises."""
 
     def register(body: Callable[[RunContext], None]) -> Callable[[RunContext], None]:
-        SCENARIOS[name] = Scenario(name, (body.__doc__ or "").strip(), verdicts, body, Settings(**settings), extras)
+        SCENARIOS[name] = Scenario(
+            name, (body.__doc__ or "").strip(), verdicts, body, Settings(**settings), extras
+        )
         return body
 
     return register
@@ -193,6 +195,9 @@ def run(
         cluster = make_cluster(backend, config)
         with cluster:
             events.append("phase", name="cluster-up", workers=cluster.live_workers())
+            if extra := cluster.versions():  # e.g. the Toxiproxy running in a container
+                meta["versions"].update(extra)
+                (run_dir / RUN_META).write_text(json.dumps(meta, indent=1))
             ctx = RunContext(cluster, events, Client(cluster.gateway_url, events), Nemesis(cluster, events),
                              random.Random(seed), settings)  # fmt: skip
             try:

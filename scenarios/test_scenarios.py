@@ -19,7 +19,7 @@ pytestmark = pytest.mark.server
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_scenario(name: str, backend: str, tmp_path: Path, server_ready: None) -> None:
-    if SCENARIOS[name].settings.proxied and backend == "process":
+    if SCENARIOS[name].settings.proxied:
         try:
             toxiproxy.server_version()
         except HarnessError as e:
@@ -29,13 +29,17 @@ def test_scenario(name: str, backend: str, tmp_path: Path, server_ready: None) -
     print(f"\n{name} [{backend}] figures: {json.dumps(results['figures'])}")
     for fault in results["faults"]:
         print(f"  fault: {fault}")
-    assert set(results["verdicts"]) == set(SCENARIOS[name].verdicts), "a verdict the scenario does not exercise"
+    assert set(results["verdicts"]) == set(SCENARIOS[name].verdicts), (
+        "a verdict the scenario does not exercise"
+    )
     failed = {k: v["detail"] for k, v in results["verdicts"].items() if not v["ok"]}
     assert not failed, failed
     assert results["jobs"]["completed"] == results["jobs"]["unique"]
 
 
-def test_crash_recovery_hits_every_step_and_the_gaps(backend: str, tmp_path: Path, server_ready: None) -> None:
+def test_crash_recovery_hits_every_step_and_the_gaps(
+    backend: str, tmp_path: Path, server_ready: None
+) -> None:
     res = run("crash-recovery", backend=backend, seed=11, out=tmp_path / "run")
     faults = res.results["faults"]
     kills = sorted(f["step"] for f in faults if f["kind"] == "kill")

@@ -17,7 +17,9 @@ HARNESS = [sys.executable, "-m", "harness.cli"]
 
 
 def harness(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*HARNESS, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+    return subprocess.run(
+        [*HARNESS, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **env}
+    )
 
 
 def one_line_usage_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -42,7 +44,9 @@ def test_unknown_backend() -> None:
 
 
 def test_missing_server_binary(tmp_path: Path) -> None:
-    one_line_usage_error(harness("run", "smoke", "--server-bin", str(tmp_path / "nope")), "no Resonate server binary")
+    one_line_usage_error(
+        harness("run", "smoke", "--server-bin", str(tmp_path / "nope")), "no Resonate server binary"
+    )
 
 
 def test_server_whose_protocol_does_not_match_the_sdk_is_refused(tmp_path: Path) -> None:
@@ -73,12 +77,16 @@ def test_a_run_directory_is_never_reused(tmp_path: Path) -> None:
 
 
 def leftovers(owner: int) -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _owner_of(int(p.name)) == owner]
+    return [
+        int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _owner_of(int(p.name)) == owner
+    ]
 
 
 @pytest.mark.server
 def test_ctrl_c_leaves_no_process_behind(tmp_path: Path, server_ready: None) -> None:
-    proc = subprocess.Popen([*HARNESS, "run", "chaos", "--out", str(tmp_path / "run")], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*HARNESS, "run", "chaos", "--out", str(tmp_path / "run")], stderr=subprocess.PIPE, text=True
+    )
     ledger = tmp_path / "run" / "ledger"
     deadline = time.monotonic() + 60
     while not (ledger.exists() and any(ledger.iterdir())) and time.monotonic() < deadline:
@@ -91,7 +99,9 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path: Path, server_ready: None) -> 
 
 @pytest.mark.server
 def test_harness_down_removes_what_a_killed_run_left(tmp_path: Path, server_ready: None) -> None:
-    proc = subprocess.Popen([*HARNESS, "run", "chaos", "--out", str(tmp_path / "run")], stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*HARNESS, "run", "chaos", "--out", str(tmp_path / "run")], stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 60
     while len(leftovers(proc.pid)) < 3 and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -25,7 +25,9 @@ def state(pid: int) -> str:
 
 @pytest.fixture
 def cluster(tmp_path: Path, server_ready: None) -> Iterator[ProcessCluster]:
-    with ProcessCluster(ClusterConfig(run_dir=tmp_path, stack=get_stack(), workers=2, gateway_instances=1)) as c:
+    with ProcessCluster(
+        ClusterConfig(run_dir=tmp_path, stack=get_stack(), workers=2, gateway_instances=1)
+    ) as c:
         yield c
 
 

@@ -213,4 +213,7 @@ def test_small_dedup_run_with_an_instance_death(tmp_path: Path, server_ready: No
     assert figs["submissions_absorbed"] == 12 - 3 - 1  # every 2xx after each job's first one
     assert figs["dup_latency_ms_concurrent_p50"] is not None and figs["dup_latency_ms_late_max"] is not None
     assert any(f["kind"] == "lambda-death" for f in results["faults"])
-    assert results["command"].startswith("harness run dedup-verify") and "--param copies=4 --param jobs=3" in results["command"]
+    assert (
+        results["command"].startswith("harness run dedup-verify")
+        and "--param copies=4 --param jobs=3" in results["command"]
+    )

@@ -22,11 +22,13 @@ import docker
 import pytest
 import requests
 
+from conftest import need
 from harness.cluster.base import ClusterConfig
-from harness.cluster.docker import L_OWNER, L_RUN, DockerCluster, owner_labels, remove_leftovers
+from harness.cluster.docker import L_OWNER, L_ROLE, L_RUN, DockerCluster, owner_labels, remove_leftovers
 from harness.cluster.images import docker_client
 from harness.errors import HarnessError
 from harness.stack import PROJECT_ROOT, get_stack
+from harness.toxiproxy import server_bin, server_version
 from harness.waiting import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.server]
@@ -37,6 +39,16 @@ def client(docker_daemon: None) -> Iterator[docker.DockerClient]:
     c = docker_client(timeout=60)
     yield c
     c.close()
+
+
+@pytest.fixture(scope="module")
+def toxiproxy_bin() -> Path:
+    """The toxiproxy-server binary the proxied clusters' toxiproxy image is made from."""
+    try:
+        return server_bin()
+    except HarnessError as e:
+        need("toxiproxy-server", e.oneline())
+        raise
 
 
 @pytest.fixture
@@ -82,6 +94,33 @@ def exec_connect(container: Any, host: str, port: int) -> tuple[int, str]:
     )
     res = container.exec_run(["python", "-c", code])
     return res.exit_code, res.output.decode(errors="replace").strip()
+
+
+PROBE_PATH = "/promises?id=__probe__&limit=1"
+TIMED_GETS = textwrap.dedent(
+    """
+    import statistics, sys, time, urllib.request
+    url, n = sys.argv[1], int(sys.argv[2])
+    took = []
+    for _ in range(n):
+        t = time.monotonic()
+        urllib.request.urlopen(url, timeout=10).read()
+        took.append(time.monotonic() - t)
+    print(statistics.median(took))
+    """
+)
+
+
+def median_get_s(container: Any, host: str, port: int, n: int = 5) -> float:
+    """Median seconds of n GETs (a new connection each) from inside a container to host:port."""
+    res = container.exec_run(["python", "-c", TIMED_GETS, f"http://{host}:{port}{PROBE_PATH}", str(n)])
+    out = res.output.decode(errors="replace").strip()
+    assert res.exit_code == 0, out
+    return float(out.splitlines()[-1])
+
+
+def container_env(container: Any) -> dict[str, str]:
+    return dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
 
 
 def worker_pids(cluster: DockerCluster, worker: str) -> list[int]:
@@ -215,6 +254,95 @@ def test_partition_cuts_the_worker_off_and_heal_reconnects(
         c.heal_worker("worker-1")
 
 
+# --- proxied clusters: one Toxiproxy link per worker ------------------------------------------------
+def test_proxied_partition_closes_the_workers_connections_and_heal_restores_them(
+    make_cluster: Callable[..., DockerCluster], client: docker.DockerClient, toxiproxy_bin: Path
+) -> None:
+    c = make_cluster(workers=2, proxied=True)
+    label = f"{L_RUN}={c.run_id}"
+    assert c.toxiproxy_name in resources(client, label)["containers"]
+    proxy = client.containers.get(c.toxiproxy_name).attrs
+    labels = proxy["Config"]["Labels"]
+    assert labels[L_ROLE] == "toxiproxy" and labels[L_OWNER] == str(os.getpid())
+    assert proxy["Config"]["Image"].startswith("harness-toxiproxy:")
+    assert [b["HostIp"] for bs in proxy["HostConfig"]["PortBindings"].values() for b in bs] == ["127.0.0.1"]
+    assert c.versions() == {"toxiproxy": server_version(toxiproxy_bin)}
+    assert c.worker_server() == (f"{c.prefix}-server", 8001, 8002)  # the gateway reaches the server directly
+    for w in ("worker-1", "worker-2"):  # each worker dials its own proxies
+        host, api, poll = c.worker_server(w)
+        assert host == c.toxiproxy_name and {api, poll} == set(c.link(w).ports.values())
+        env = container_env(c.worker_container(w))
+        assert (env["RESONATE_HOST"], env["RESONATE_STORE_PORT"], env["RESONATE_MSG_PORT"]) == (
+            f"http://{host}", str(api), str(poll))  # fmt: skip
+        wait_until(lambda w=w: c.link_connections(w)["poll"] == 1, timeout=10,
+                   expected=f"{w}'s SSE stream through its poll proxy", seen=lambda w=w: str(c.link_connections(w)))  # fmt: skip
+    connected = c.poll_connections()
+    host, api1, _ = c.worker_server("worker-1")
+    _, api2, _ = c.worker_server("worker-2")
+
+    c.partition_worker("worker-1")
+    wait_until(lambda: c.link_connections("worker-1") == {"api": 0, "poll": 0}, timeout=5,
+               expected="worker-1's connections closed", seen=lambda: str(c.link_connections("worker-1")))  # fmt: skip
+    wait_until(lambda: c.poll_connections() == connected - 1, timeout=5,
+               expected="the server dropped worker-1 at once", seen=lambda: f"{c.poll_connections()} connections")  # fmt: skip
+    w1 = c.worker_container("worker-1")
+    code, out = exec_connect(w1, host, api1)
+    assert code != 0 and "refused" in out.lower(), out  # the proxy no longer listens
+    assert w1.status == "running" and "worker-1" in c.live_workers()  # the process runs on, cut off
+    assert c.link_connections("worker-2")["poll"] == 1  # the other worker's link is untouched
+    assert exec_connect(c.worker_container("worker-2"), host, api2) == (0, "connected")
+    assert requests.get(f"{c.server_api}{PROBE_PATH}", timeout=3).ok  # the harness reads the server directly
+    with pytest.raises(HarnessError, match="connected before it is partitioned"):
+        c.partition_worker("worker-1")
+
+    c.heal_worker("worker-1")
+    assert exec_connect(c.worker_container("worker-1"), host, api1) == (0, "connected")
+    wait_until(lambda: c.link_connections("worker-1")["poll"] == 1, timeout=30,
+               expected="worker-1's SDK reconnected its SSE stream", seen=lambda: str(c.link_connections("worker-1")))  # fmt: skip
+    wait_until(lambda: c.poll_connections() == connected, timeout=5, expected="the server has worker-1 again",
+               seen=lambda: f"{c.poll_connections()} connections")  # fmt: skip
+    with pytest.raises(HarnessError, match="partitioned before it is healed"):
+        c.heal_worker("worker-1")
+    assert c.unexpected_exits() == {}
+    c.stop()
+    assert nothing(resources(client, label)), resources(client, label)  # the toxiproxy container included
+    assert "Started proxy" in (c.logs_dir / "toxiproxy.log").read_text()
+    assert (c.logs_dir / "containers.json").read_text().count(c.toxiproxy_name) == 1
+
+
+def test_a_latency_toxic_slows_one_workers_link(
+    make_cluster: Callable[..., DockerCluster], toxiproxy_bin: Path
+) -> None:
+    c = make_cluster(workers=2, proxied=True)
+    w1, w2 = c.worker_container("worker-1"), c.worker_container("worker-2")
+    host, api1, _ = c.worker_server("worker-1")
+    _, api2, _ = c.worker_server("worker-2")
+    plain = median_get_s(w1, host, api1)
+    name = c.add_link_toxic("worker-1", "latency", {"latency": 200, "jitter": 0})
+    assert name == "latency-downstream" and c.link("worker-1").toxics == {name}
+    slowed = median_get_s(w1, host, api1)
+    other = median_get_s(w2, host, api2)  # worker-2's link meanwhile
+    c.remove_link_toxic("worker-1", name)
+    again = median_get_s(w1, host, api1)
+    print(f"\nworker-1 link: {plain * 1000:.1f} ms plain, {slowed * 1000:.1f} ms with a 200 ms latency toxic, "
+          f"{again * 1000:.1f} ms after removing it; worker-2 link meanwhile {other * 1000:.1f} ms")  # fmt: skip
+    assert slowed > plain and slowed > other and slowed > again
+    assert c.link("worker-1").toxics == set()
+    assert all(not p["toxics"] for p in c._toxiproxy().proxies().values())
+
+
+def test_an_unproxied_docker_cluster_refuses_link_faults(docker_daemon: None, tmp_path: Path) -> None:
+    c = DockerCluster(ClusterConfig(run_dir=tmp_path, stack=get_stack()))  # not started: nothing is created
+    try:
+        for call in (lambda: c.add_link_toxic("worker-1", "latency", {"latency": 10}),
+                     lambda: c.link_connections("worker-1"), lambda: c.remove_link_toxic("worker-1")):  # fmt: skip
+            with pytest.raises(HarnessError, match="proxied"):
+                call()
+        assert c.versions() == {}
+    finally:
+        c.stop()
+
+
 # --- server -----------------------------------------------------------------------------------------
 def test_server_kill_and_restart_keep_promises(make_cluster: Callable[..., DockerCluster]) -> None:
     c = make_cluster()
@@ -269,7 +397,8 @@ CRASHING_RUN = textwrap.dedent(
     from harness.cluster.base import ClusterConfig
     from harness.cluster.docker import DockerCluster
     from harness.stack import get_stack
-    c = DockerCluster(ClusterConfig(run_dir=Path(sys.argv[1]), stack=get_stack(), workers=1, gateway_instances=1))
+    c = DockerCluster(ClusterConfig(run_dir=Path(sys.argv[1]), stack=get_stack(), workers=1, gateway_instances=1,
+                                    proxied=sys.argv[2] == "proxied"))
     c.start()
     print("UP", c.run_id, flush=True)
     time.sleep(600)
@@ -277,12 +406,15 @@ CRASHING_RUN = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize("mode", ["direct", "proxied"])
 def test_leftovers_of_a_dead_owner_are_removed(
-    client: docker.DockerClient, server_ready: None, tmp_path: Path
+    client: docker.DockerClient, server_ready: None, tmp_path: Path, mode: str, request: pytest.FixtureRequest
 ) -> None:
     """A run whose harness died (SIGKILL: no teardown) is removed; resources of live owners are not."""
-    proc = subprocess.Popen([sys.executable, "-c", CRASHING_RUN, str(tmp_path / "crashed")], stdout=subprocess.PIPE,
-                            text=True, cwd=PROJECT_ROOT)  # fmt: skip
+    if mode == "proxied":
+        request.getfixturevalue("toxiproxy_bin")
+    proc = subprocess.Popen([sys.executable, "-c", CRASHING_RUN, str(tmp_path / "crashed"), mode],
+                            stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)  # fmt: skip
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         assert line.startswith("UP "), line
@@ -292,7 +424,8 @@ def test_leftovers_of_a_dead_owner_are_removed(
         proc.wait(timeout=10)
     dead = f"{L_RUN}={run_id}"
     left = resources(client, dead)
-    assert len(left["containers"]) == 3 and left["networks"] and left["volumes"], left
+    members = 4 if mode == "proxied" else 3  # + the toxiproxy container
+    assert len(left["containers"]) == members and left["networks"] and left["volumes"], left
     # a resource of a live owner (this test process), as a parallel run would have
     mine = client.networks.create(
         f"harness-test-{os.getpid()}", labels={L_RUN: f"test-{os.getpid()}", **owner_labels()}

@@ -56,7 +56,12 @@ def test_failpoint_fires_once_then_the_retry_completes(tmp_path: Path) -> None:
     assert run_step(tmp_path, "worker-1").returncode == -9
     assert run_step(tmp_path, "worker-2").returncode == 0
     evs = [(r["ev"], r["worker"]) for r in read_ledger(tmp_path / "ledger")]
-    assert evs == [("start", "worker-1"), ("failpoint", "worker-1"), ("start", "worker-2"), ("end", "worker-2")]
+    assert evs == [
+        ("start", "worker-1"),
+        ("failpoint", "worker-1"),
+        ("start", "worker-2"),
+        ("end", "worker-2"),
+    ]
 
 
 def test_before_site_fires_before_the_start_record(tmp_path: Path) -> None:

@@ -129,6 +129,10 @@ class Cluster(abc.ABC):
             hint="run the scenario with --backend docker",
         )
 
+    def versions(self) -> dict[str, str]:
+        """Versions of extra members this backend runs (the runner records them), e.g. Toxiproxy."""
+        return {}
+
     # shared helpers ------------------------------------------------------------------------
     def poll_connections(self) -> int:
         """SSE connections the server's poll plugin holds (workers and gateway clients)."""

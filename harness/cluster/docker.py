@@ -9,6 +9,16 @@ Layout of one run (``<p>`` = ``harness-<run id>``):
 - ``<p>-worker-N``: the app image running ``python -m workflow.worker``.
 - ``<p>-gateway``: the app image running ``python -m harness.gateway``; its Lambda instances are
   subprocesses inside that container. Its HTTP port is published on 127.0.0.1.
+- ``<p>-toxiproxy`` (proxied clusters only, ``ClusterConfig.proxied``): the toxiproxy image
+  (``images.ensure_toxiproxy_image``) on the run network, its HTTP API published on 127.0.0.1 for
+  the harness. Each worker gets its own pair of proxies, ``<worker>-api`` and ``<worker>-poll``,
+  listening on fixed ports of that container and forwarding to the server container's REST API and
+  SSE poll port; the worker dials them (``worker_server(worker)``), the gateway and the harness reach
+  the server directly. ``partition_worker`` then disables the worker's proxies, which closes its
+  connections (the server drops it from the group at once) and refuses new ones, exactly as on the
+  proxied process backend; link toxics (latency, bandwidth, resets) go on the same proxies. Without
+  ``proxied``, ``partition_worker`` disconnects the worker's container from the run network: a
+  silent partition in which no connection is closed.
 
 The run directory is bind-mounted at the same absolute path in every container, so the ledger,
 the sink, the failpoints and the gateway's request log are where the process backend puts them
@@ -57,13 +67,17 @@ from docker.models.networks import Network
 
 from harness.cluster.base import Cluster, ClusterConfig
 from harness.cluster.images import (
+    TOXIPROXY_API_PORT,
     DockerUnavailable,
     docker_client,
     ensure_app_image,
     ensure_server_image,
+    ensure_toxiproxy_image,
 )
+from harness.cluster.process import LINK_PORTS, Link
 from harness.errors import HarnessError, WaitTimeout
 from harness.stack import PROJECT_ROOT, Ports
+from harness.toxiproxy import STREAMS, Toxiproxy
 from harness.waiting import free_port, wait_until
 
 # --- labels every container, network and volume of a run carries ---------------------------------
@@ -71,13 +85,14 @@ L_RUN = "harness.run"  # the run id (the name prefix is harness-<run id>)
 L_OWNER = "harness.owner"  # pid of the harness process that created it
 L_OWNER_START = "harness.owner-start"  # that process's start time (clock ticks since boot): pid reuse
 L_HOST = "harness.owner-host"  # hostname of that process: only its own host can judge if it is alive
-L_ROLE = "harness.role"  # server | worker | gateway | network | store
+L_ROLE = "harness.role"  # server | worker | gateway | toxiproxy | network | store
 L_WORKER = "harness.worker"  # worker id, on worker containers
 L_RUN_DIR = "harness.run-dir"
 
 # Ports inside the containers (fixed: every member has its own network namespace).
 SERVER_PORTS = Ports(api=8001, poll=8002, metrics=9090)
 GATEWAY_PORT = 8080
+LINK_PORT_BASE = 20000  # worker-1 proxies on 20000 (api), 20001 (poll); worker-2 on 20002, 20003; ...
 STORE_DIR = "/var/lib/resonate"
 STORE = f"{STORE_DIR}/resonate.db"
 
@@ -245,6 +260,42 @@ def _log_name(labels: dict[str, str]) -> str:
     return f"{labels[L_WORKER]}.log" if role == "worker" and L_WORKER in labels else f"{role}.log"
 
 
+def _tcp_table(container: Container) -> list[str]:
+    """The lines of /proc/net/tcp and /proc/net/tcp6 in a running container's network namespace.
+
+    Read through the container's init process on this host when the daemon is local (no exec),
+    else with `docker exec cat`. [] if the container is not running.
+    """
+    try:
+        container.reload()
+    except (docker.errors.APIError, requests.RequestException):
+        return []
+    pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+    if container.status != "running" or pid <= 0:
+        return []
+    try:  # the pid is this container's only if it sits in the container's cgroup on this host
+        if container.id in Path(f"/proc/{pid}/cgroup").read_text():
+            return [line for t in ("tcp", "tcp6") if (f := Path(f"/proc/{pid}/net/{t}")).exists()
+                    for line in f.read_text().splitlines()[1:]]  # fmt: skip
+    except OSError:
+        pass
+    try:
+        res = container.exec_run(["cat", "/proc/net/tcp", "/proc/net/tcp6"])
+    except (docker.errors.APIError, requests.RequestException):
+        return []
+    return [
+        line
+        for line in res.output.decode(errors="replace").splitlines()
+        if not line.lstrip().startswith("sl")
+    ]
+
+
+def _established(table: list[str], port: int) -> int:
+    """ESTABLISHED sockets whose local port is `port` in a /proc/net/tcp table (connections accepted there)."""
+    want = f":{port:04X}"
+    return sum(1 for line in table if len(f := line.split()) > 3 and f[1].endswith(want) and f[3] == "01")
+
+
 @contextlib.contextmanager
 def _shielded() -> Iterator[None]:
     """Defer SIGINT/SIGTERM while tearing down, so a second Ctrl-C cannot strand containers."""
@@ -269,13 +320,6 @@ class DockerCluster(Cluster):
 
     def __init__(self, config: ClusterConfig) -> None:
         super().__init__(config)
-        if getattr(config, "proxied", False):
-            raise HarnessError(
-                "a cluster without Toxiproxy links: proxied clusters (link faults) are not supported by "
-                "the docker backend yet",
-                seen="the scenario asks for proxied=True",
-                hint="--backend process",
-            )
         self.client = docker_client(timeout=API_TIMEOUT_S)
         self.run_id = uuid.uuid4().hex[:10]
         self.run_dir = Path(config.run_dir).resolve()  # absolute: the same path inside every container
@@ -284,8 +328,10 @@ class DockerCluster(Cluster):
         self.volume_name = f"{self.prefix}-store"
         self.server_name = f"{self.prefix}-server"
         self.gateway_name = f"{self.prefix}-gateway"
+        self.toxiproxy_name = f"{self.prefix}-toxiproxy"
         # host ports, fixed for the cluster's lifetime so a restarted server keeps its address
         self.api_port, self.metrics_port, self.gateway_port = free_port(), free_port(), free_port()
+        self.toxiproxy_port = free_port() if config.proxied else 0  # its HTTP API on 127.0.0.1
         self.server_api = f"http://127.0.0.1:{self.api_port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
         self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
@@ -294,9 +340,15 @@ class DockerCluster(Cluster):
         self.network: Network | None = None
         self.server: Container | None = None
         self.gateway: Container | None = None
+        self.toxiproxy: Container | None = None  # proxied clusters only
+        self.toxiproxy_image = ""
+        self.toxiproxy_client: Toxiproxy | None = None
+        self.toxiproxy_version = ""
+        self.links: dict[str, Link] = {}  # worker -> its proxies (proxied clusters)
         self.workers: dict[str, Container] = {}
         self._next_worker = 1
         self._ids = threading.Lock()
+        self._links_lock = threading.Lock()
         self._downed: set[str] = set()  # workers the harness took down on purpose
         self._partitioned: set[str] = set()
         self._stopped = False
@@ -316,6 +368,8 @@ class DockerCluster(Cluster):
         try:
             self.server_image = ensure_server_image(builder, Path(self.config.stack.server_bin))
             self.app_image = ensure_app_image(builder, PROJECT_ROOT)
+            if self.config.proxied:
+                self.toxiproxy_image = ensure_toxiproxy_image(builder)
         finally:
             builder.close()
         self.timings["images_s"] = time.monotonic() - t0
@@ -327,6 +381,10 @@ class DockerCluster(Cluster):
                 self.network_name, driver="bridge", labels=self._labels("network"), check_duplicate=True
             )
             self.client.volumes.create(self.volume_name, labels=self._labels("store"))
+        if self.config.proxied:
+            t_proxy = time.monotonic()
+            self._start_toxiproxy()
+            self.timings["toxiproxy_s"] = time.monotonic() - t_proxy
         self.start_server()
         self.timings["server_s"] = time.monotonic() - t
         t = time.monotonic()
@@ -402,18 +460,23 @@ class DockerCluster(Cluster):
     def ledger_dir(self) -> Path:
         return self.run_dir / self.config.ledger_dir.relative_to(self.config.run_dir)
 
-    def worker_server(self) -> tuple[str, int, int]:
-        """Where workers and the gateway's Lambda instances reach the server: (host, api port, poll port).
+    def worker_server(self, worker: str | None = None) -> tuple[str, int, int]:
+        """Where a member reaches the server: (host, api port, poll port) on the run network.
 
-        The single place to change to put something between them and the server (e.g. a proxy
-        container on the run network): every member's RESONATE_* variables come from here.
+        Every member's RESONATE_* variables come from here. A worker of a proxied cluster dials its
+        own pair of proxies in the toxiproxy container (made on first use); the gateway's Lambda
+        instances (worker None) and unproxied workers dial the server container by name.
         """
+        if worker is not None and self.config.proxied:
+            link = self.links.get(worker) or self._make_link(worker)
+            return self.toxiproxy_name, link.ports["api"], link.ports["poll"]
         return self.server_name, SERVER_PORTS.api, SERVER_PORTS.poll
 
-    def env(self, **extra: str) -> dict[str, str]:
-        """The same variables ProcessCluster.env() sets, with the server reached by container name."""
+    def env(self, worker: str | None = None, **extra: str) -> dict[str, str]:
+        """The same variables ProcessCluster.env() sets, with the server reached by container name
+        (or, for a worker of a proxied cluster, through its proxies: see worker_server)."""
         c, run_dir = self.config, self.run_dir
-        host, api, poll = self.worker_server()
+        host, api, poll = self.worker_server(worker)
         forwarded = {
             k: v for k, v in os.environ.items() if k.startswith(FORWARD_PREFIXES) and k not in NOT_FORWARDED
         }
@@ -549,7 +612,7 @@ class DockerCluster(Cluster):
         return self._app_container(
             f"{self.prefix}-{worker}", ["python", "-m", "workflow.worker"], "worker",
             labels={L_WORKER: worker}, hostname=worker,
-            environment=self.env(HARNESS_WORKER_ID=worker, TINI_SUBREAPER="1"),
+            environment=self.env(worker, HARNESS_WORKER_ID=worker, TINI_SUBREAPER="1"),
             pid_mode="host",  # unique pids across restarts: see the module docstring
         )  # fmt: skip
 
@@ -627,28 +690,138 @@ class DockerCluster(Cluster):
             self._container(worker).unpause()
 
     def partition_worker(self, worker: str) -> None:
-        """Disconnect the worker's container from the run network: its process runs on, cut off.
+        """Cut the worker off from the server; its process runs on.
 
-        A silent partition: packets are dropped, no connection is closed, so the server keeps the
-        worker's SSE connection (as for a paused worker) until TCP gives up on it.
+        Proxied cluster: both its proxies are disabled, which closes its connections (the server
+        drops it from the group at once) and refuses new ones, as on the proxied process backend.
+        Otherwise its container is disconnected from the run network: a silent partition, packets
+        are dropped and no connection is closed, so the server keeps the worker's SSE connection
+        (as for a paused worker) until TCP gives up on it.
         """
         c = self._container(worker)
         if worker in self._partitioned:
             raise HarnessError(
                 f"{worker} to be connected before it is partitioned", seen="it is cut off already"
             )
-        with self._api(f"{worker} disconnected from network {self.network_name}"):
-            self._network().disconnect(c, force=True)
+        if self.config.proxied:
+            link, tp = self.link(worker), self._toxiproxy()
+            for name in link.proxies.values():
+                tp.set_enabled(name, False)
+            link.cut = True
+        else:
+            with self._api(f"{worker} disconnected from network {self.network_name}"):
+                self._network().disconnect(c, force=True)
         self._partitioned.add(worker)
 
     def heal_worker(self, worker: str) -> None:
-        """Connect the worker's container to the run network again (its SDK reconnects on its own)."""
+        """Undo partition_worker: its proxies listen again (same ports), or its container is connected
+        to the run network again. The worker's SDK reconnects on its own retry schedule."""
         c = self._container(worker)
         if worker not in self._partitioned:
             raise HarnessError(f"{worker} to be partitioned before it is healed", seen="it is connected")
-        with self._api(f"{worker} connected to network {self.network_name} again"):
-            self._network().connect(c)
+        if self.config.proxied:
+            link, tp = self.link(worker), self._toxiproxy()
+            for name in link.proxies.values():
+                tp.set_enabled(name, True)
+            link.cut = False
+        else:
+            with self._api(f"{worker} connected to network {self.network_name} again"):
+                self._network().connect(c)
         self._partitioned.discard(worker)
+
+    # --- links (proxied clusters): toxics between one worker and the server ------------------
+    def _start_toxiproxy(self) -> None:
+        """The toxiproxy container on the run network, its API published on 127.0.0.1 for the harness."""
+        with self._api(f"toxiproxy container {self.toxiproxy_name} created and started"):
+            self.toxiproxy = self.client.containers.create(
+                self.toxiproxy_image, ["-host", "0.0.0.0", "-port", str(TOXIPROXY_API_PORT)],
+                name=self.toxiproxy_name, labels=self._labels("toxiproxy"), network=self.network_name, init=True,
+                environment={"LOG_LEVEL": "info"},
+                ports={f"{TOXIPROXY_API_PORT}/tcp": ("127.0.0.1", self.toxiproxy_port)},
+            )  # fmt: skip
+            self.toxiproxy.start()
+        client = Toxiproxy(f"http://127.0.0.1:{self.toxiproxy_port}")
+        self._wait_member(self.toxiproxy, "toxiproxy.log", client.ready, timeout=30,
+                          expected=f"toxiproxy answering at {client.url}")  # fmt: skip
+        self.toxiproxy_client = client
+        self.toxiproxy_version = client.version()
+
+    def _toxiproxy(self) -> Toxiproxy:
+        if self.toxiproxy_client is None:
+            raise HarnessError("a proxied cluster for link faults (ClusterConfig.proxied, scenario setting proxied=True)",
+                               seen="the workers talk to the server directly")  # fmt: skip
+        return self.toxiproxy_client
+
+    def _make_link(self, worker: str) -> Link:
+        """The worker's proxies: <worker>-api and <worker>-poll, on the next two fixed ports of the
+        toxiproxy container, forwarding to the server container by name (resolved per connection,
+        so a restarted server is found again)."""
+        tp = self._toxiproxy()
+        upstream = {"api": SERVER_PORTS.api, "poll": SERVER_PORTS.poll}
+        with self._links_lock:
+            if worker in self.links:
+                return self.links[worker]
+            first = LINK_PORT_BASE + len(LINK_PORTS) * len(self.links)
+            proxies, ports = {}, {}
+            for i, kind in enumerate(LINK_PORTS):
+                name = f"{worker}-{kind}"
+                tp.create_proxy(name, f"{self.server_name}:{upstream[kind]}", listen=f"0.0.0.0:{first + i}")
+                proxies[kind], ports[kind] = name, first + i
+            link = self.links[worker] = Link(worker, proxies, ports)
+        return link
+
+    def link(self, worker: str) -> Link:
+        self._toxiproxy()
+        try:
+            return self.links[worker]
+        except KeyError:
+            raise HarnessError(f"a worker named one of {sorted(self.links)}", seen=worker) from None
+
+    def link_connections(self, worker: str) -> dict[str, int]:
+        """Open TCP connections through each of the worker's proxies ("api", "poll"): 0 while cut,
+        and "poll" back to 1 once the worker's SDK has reconnected its SSE stream.
+
+        Counted as on the process backend: ESTABLISHED sockets on the proxy's listening port, read
+        from the TCP table of the toxiproxy container's network namespace.
+        """
+        link = self.link(worker)
+        if self.toxiproxy is None:
+            return {kind: -1 for kind in link.ports}
+        table = _tcp_table(self.toxiproxy)
+        return {kind: _established(table, port) for kind, port in link.ports.items()}
+
+    def add_link_toxic(self, worker: str, type: str, attributes: dict[str, int], *, stream: str = "downstream",
+                       toxicity: float = 1.0, ports: tuple[str, ...] = LINK_PORTS) -> str:  # fmt: skip
+        """Add a Toxiproxy toxic (latency, bandwidth, reset_peer, timeout) to the worker's link.
+
+        `stream`: downstream (server -> worker), upstream (worker -> server) or both; `ports`: which of
+        the worker's proxies (api, poll). Returns the toxic's name, for remove_link_toxic.
+        """
+        link, tp = self.link(worker), self._toxiproxy()
+        streams = STREAMS if stream == "both" else (stream,)
+        name = f"{type}-{stream}"
+        for kind in ports:
+            for s in streams:
+                tp.add_toxic(
+                    link.proxies[kind], type, attributes, name=f"{name}-{s}", stream=s, toxicity=toxicity
+                )
+        link.toxics.add(name)
+        return name
+
+    def remove_link_toxic(self, worker: str, name: str | None = None) -> None:
+        """Remove one toxic (by the name add_link_toxic returned) or, without a name, all of them."""
+        link, tp = self.link(worker), self._toxiproxy()
+        for kind in LINK_PORTS:
+            for toxic in tp.toxics(link.proxies[kind]):
+                if name is None or toxic["name"].startswith(f"{name}-"):
+                    tp.remove_toxic(link.proxies[kind], toxic["name"])
+        link.toxics = set() if name is None else link.toxics - {name}
+
+    def versions(self) -> dict[str, str]:
+        """Versions of what this cluster runs besides the stack's server and SDK, for results.json:
+        {"toxiproxy": "v2.12.0"} for a proxied cluster (as the runner records for the process
+        backend), {} otherwise. Known once start() has returned; also in logs/containers.json."""
+        return {"toxiproxy": self.toxiproxy_version} if self.toxiproxy_version else {}
 
     def _network(self) -> Network:
         if self.network is None:
@@ -802,6 +975,7 @@ class DockerCluster(Cluster):
                         "network": self.network_name,
                         "volume": self.volume_name,
                         "timings": self.timings,
+                        "versions": self.versions(),
                         "containers": rows,
                     },
                     indent=1,

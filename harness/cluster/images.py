@@ -450,6 +450,60 @@ def ensure_server_image(
         return tag
 
 
+# --- toxiproxy image --------------------------------------------------------------------------
+
+TOXIPROXY_API_PORT = 8474  # toxiproxy-server's own default
+
+
+def ensure_toxiproxy_image(
+    client: docker.DockerClient, toxiproxy_bin: Path | None = None, *, project_root: Path = PROJECT_ROOT
+) -> str:
+    """An image with ``toxiproxy_bin`` (default: the one scripts/install-toxiproxy.sh installs) at
+    /usr/local/bin/toxiproxy-server; entrypoint that binary, listening on 0.0.0.0:8474."""
+    from harness import toxiproxy  # the binary's lookup and install hint live there
+
+    _ping(client)
+    binary = toxiproxy.server_bin(toxiproxy_bin).resolve()
+    base = ensure_base_image(client, project_root=project_root)
+    digest = inputs_hash({"kind": "toxiproxy", "base": _image_id(client, base), "bin": file_sha256(binary)})
+    if tag := find_image(client, "toxiproxy", digest):
+        return tag
+    with build_lock("toxiproxy", project_root):
+        if tag := find_image(client, "toxiproxy", digest):
+            return tag
+        started = time.monotonic()
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar, binary.open("rb") as fh:
+            info = tar.gettarinfo(str(binary), arcname="usr/local/bin/toxiproxy-server")
+            info.mode, info.uid, info.gid, info.uname, info.gname = 0o755, 0, 0, "root", "root"
+            tar.addfile(info, fh)
+        container = client.containers.create(base, command=["true"], network_mode="none")
+        try:
+            container.put_archive("/", buf.getvalue())
+            tag = _commit(
+                container,
+                "toxiproxy",
+                digest,
+                [
+                    'ENTRYPOINT ["toxiproxy-server"]',
+                    f'CMD ["-host", "0.0.0.0", "-port", "{TOXIPROXY_API_PORT}"]',
+                    f"EXPOSE {TOXIPROXY_API_PORT}",
+                ],
+            )
+        finally:
+            container.remove(force=True)
+        code, out = _run_in_image(client, tag, ["-version"])
+        if code != 0 or "version" not in out:
+            client.images.remove(tag, force=True)
+            raise ImageBuildError(
+                f"`toxiproxy-server -version` to run in {tag}",
+                seen=f"exit {code}: {out.strip()[-500:]}",
+                hint=f"{binary} must be a static (CGO_ENABLED=0) build; {toxiproxy.INSTALL_HINT}",
+            )
+        log.info("built %s in %.1fs", tag, time.monotonic() - started)
+        return tag
+
+
 # --- app image --------------------------------------------------------------------------------
 
 

@@ -284,7 +284,9 @@ class ProcessCluster(Cluster):
         return [w for w, p in self.workers.items() if p.poll() is None]
 
     def unexpected_exits(self) -> dict[str, int]:
-        return {w: p.returncode for w, p in self.workers.items() if p.poll() is not None and w not in self._downed}
+        return {
+            w: p.returncode for w, p in self.workers.items() if p.poll() is not None and w not in self._downed
+        }
 
     # --- gateway --------------------------------------------------------------------------
     def _start_gateway(self) -> None:
