@@ -196,7 +196,7 @@ def _run_in_image(
         code = container.wait(timeout=600)["StatusCode"]
         return code, container.logs().decode(errors="replace")
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
 
 
 # --- base image -------------------------------------------------------------------------------
@@ -437,7 +437,7 @@ def ensure_server_image(
                 ['ENTRYPOINT ["resonate"]', 'CMD ["serve"]', "WORKDIR /var/lib/resonate"],
             )
         finally:
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         code, out = _run_in_image(client, tag, ["--version"])
         if code != 0:
             client.images.remove(tag, force=True)
@@ -491,7 +491,7 @@ def ensure_toxiproxy_image(
                 ],
             )
         finally:
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         code, out = _run_in_image(client, tag, ["-version"])
         if code != 0 or "version" not in out:
             client.images.remove(tag, force=True)
@@ -657,7 +657,7 @@ def _install_layer(
         ]
         return _commit(container, kind, digest, changes)
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
 
 
 def ensure_app_image(client: docker.DockerClient, project_root: Path = PROJECT_ROOT) -> str:
@@ -719,7 +719,17 @@ def ensure_app_image(client: docker.DockerClient, project_root: Path = PROJECT_R
                 digest,
             )
         log.info("built %s in %.1fs", tag, time.monotonic() - started)
+        _prune_superseded(client, "app", keep=tag)
         return tag
+
+
+def _prune_superseded(client: docker.DockerClient, kind: str, keep: str) -> None:
+    """Remove older images of a kind (one is built per source change); images in use stay."""
+    for image in client.images.list(filters={"label": f"harness.kind={kind}"}):
+        if keep in image.tags:
+            continue
+        with contextlib.suppress(docker.errors.APIError):  # in use by a container: keep it
+            client.images.remove(image.id)
 
 
 def _main() -> None:
