@@ -74,10 +74,10 @@ from harness.cluster.images import (
     ensure_server_image,
     ensure_toxiproxy_image,
 )
-from harness.cluster.process import LINK_PORTS, Link
+from harness.cluster.links import LINK_PORTS, Link, ProxiedLinks
 from harness.errors import HarnessError, WaitTimeout
 from harness.stack import PROJECT_ROOT, Ports
-from harness.toxiproxy import STREAMS, Toxiproxy
+from harness.toxiproxy import Toxiproxy
 from harness.waiting import free_port, wait_until
 
 # --- labels every container, network and volume of a run carries ---------------------------------
@@ -315,7 +315,7 @@ def _shielded() -> Iterator[None]:
 
 
 # --- the cluster ----------------------------------------------------------------------------------
-class DockerCluster(Cluster):
+class DockerCluster(ProxiedLinks, Cluster):
     backend = "docker"
 
     def __init__(self, config: ClusterConfig) -> None:
@@ -704,10 +704,7 @@ class DockerCluster(Cluster):
                 f"{worker} to be connected before it is partitioned", seen="it is cut off already"
             )
         if self.config.proxied:
-            link, tp = self.link(worker), self._toxiproxy()
-            for name in link.proxies.values():
-                tp.set_enabled(name, False)
-            link.cut = True
+            self.set_link(worker, up=False)
         else:
             with self._api(f"{worker} disconnected from network {self.network_name}"):
                 self._network().disconnect(c, force=True)
@@ -720,10 +717,7 @@ class DockerCluster(Cluster):
         if worker not in self._partitioned:
             raise HarnessError(f"{worker} to be partitioned before it is healed", seen="it is connected")
         if self.config.proxied:
-            link, tp = self.link(worker), self._toxiproxy()
-            for name in link.proxies.values():
-                tp.set_enabled(name, True)
-            link.cut = False
+            self.set_link(worker, up=True)
         else:
             with self._api(f"{worker} connected to network {self.network_name} again"):
                 self._network().connect(c)
@@ -746,10 +740,7 @@ class DockerCluster(Cluster):
         self.toxiproxy_client = client
         self.toxiproxy_version = client.version()
 
-    def _toxiproxy(self) -> Toxiproxy:
-        if self.toxiproxy_client is None:
-            raise HarnessError("a proxied cluster for link faults (ClusterConfig.proxied, scenario setting proxied=True)",
-                               seen="the workers talk to the server directly")  # fmt: skip
+    def _toxiproxy_client(self) -> Toxiproxy | None:
         return self.toxiproxy_client
 
     def _make_link(self, worker: str) -> Link:
@@ -770,13 +761,6 @@ class DockerCluster(Cluster):
             link = self.links[worker] = Link(worker, proxies, ports)
         return link
 
-    def link(self, worker: str) -> Link:
-        self._toxiproxy()
-        try:
-            return self.links[worker]
-        except KeyError:
-            raise HarnessError(f"a worker named one of {sorted(self.links)}", seen=worker) from None
-
     def link_connections(self, worker: str) -> dict[str, int]:
         """Open TCP connections through each of the worker's proxies ("api", "poll"): 0 while cut,
         and "poll" back to 1 once the worker's SDK has reconnected its SSE stream.
@@ -789,33 +773,6 @@ class DockerCluster(Cluster):
             return {kind: -1 for kind in link.ports}
         table = _tcp_table(self.toxiproxy)
         return {kind: _established(table, port) for kind, port in link.ports.items()}
-
-    def add_link_toxic(self, worker: str, type: str, attributes: dict[str, int], *, stream: str = "downstream",
-                       toxicity: float = 1.0, ports: tuple[str, ...] = LINK_PORTS) -> str:  # fmt: skip
-        """Add a Toxiproxy toxic (latency, bandwidth, reset_peer, timeout) to the worker's link.
-
-        `stream`: downstream (server -> worker), upstream (worker -> server) or both; `ports`: which of
-        the worker's proxies (api, poll). Returns the toxic's name, for remove_link_toxic.
-        """
-        link, tp = self.link(worker), self._toxiproxy()
-        streams = STREAMS if stream == "both" else (stream,)
-        name = f"{type}-{stream}"
-        for kind in ports:
-            for s in streams:
-                tp.add_toxic(
-                    link.proxies[kind], type, attributes, name=f"{name}-{s}", stream=s, toxicity=toxicity
-                )
-        link.toxics.add(name)
-        return name
-
-    def remove_link_toxic(self, worker: str, name: str | None = None) -> None:
-        """Remove one toxic (by the name add_link_toxic returned) or, without a name, all of them."""
-        link, tp = self.link(worker), self._toxiproxy()
-        for kind in LINK_PORTS:
-            for toxic in tp.toxics(link.proxies[kind]):
-                if name is None or toxic["name"].startswith(f"{name}-"):
-                    tp.remove_toxic(link.proxies[kind], toxic["name"])
-        link.toxics = set() if name is None else link.toxics - {name}
 
     def versions(self) -> dict[str, str]:
         """Versions of what this cluster runs besides the stack's server and SDK, for results.json:

@@ -7,33 +7,21 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
 from harness.cluster.base import Cluster, ClusterConfig
+from harness.cluster.links import LINK_PORTS, Link, ProxiedLinks
 from harness.errors import HarnessError
 from harness.stack import PROJECT_ROOT, Ports
-from harness.toxiproxy import STREAMS, Toxiproxy, ToxiproxyServer, listen_port
+from harness.toxiproxy import Toxiproxy, ToxiproxyServer, listen_port
 from harness.waiting import free_port, wait_until
 
 OWNER_ENV = "HARNESS_OWNER"  # every process we start carries the harness's pid here
-LINK_PORTS = ("api", "poll")  # the server ports a worker talks to: REST API and SSE message source
 
 
-@dataclass
-class Link:
-    """A worker's own way to the server in a proxied cluster: one Toxiproxy proxy per server port."""
-
-    worker: str
-    proxies: dict[str, str]  # "api" | "poll" -> proxy name
-    ports: dict[str, int]  # "api" | "poll" -> the port the proxy listens on (what the worker dials)
-    cut: bool = False
-    toxics: set[str] = field(default_factory=set)
-
-
-class ProcessCluster(Cluster):
+class ProcessCluster(ProxiedLinks, Cluster):
     backend = "process"
 
     def __init__(self, config: ClusterConfig) -> None:
@@ -210,11 +198,8 @@ class ProcessCluster(Cluster):
         os.kill(self._proc(worker).pid, signal.SIGCONT)
 
     # --- links (proxied clusters): partitions and toxics between one worker and the server -----
-    def _toxiproxy(self) -> Toxiproxy:
-        if self.toxiproxy is None or self.toxiproxy.client is None:
-            raise HarnessError("a proxied cluster for link faults (ClusterConfig.proxied, scenario setting proxied=True)",
-                               seen="the workers talk to the server directly")  # fmt: skip
-        return self.toxiproxy.client
+    def _toxiproxy_client(self) -> Toxiproxy | None:
+        return self.toxiproxy.client if self.toxiproxy is not None else None
 
     def _make_link(self, worker: str) -> Link:
         tp = self._toxiproxy()
@@ -227,13 +212,6 @@ class ProcessCluster(Cluster):
         link = self.links[worker] = Link(worker, proxies, ports)
         return link
 
-    def link(self, worker: str) -> Link:
-        self._toxiproxy()
-        try:
-            return self.links[worker]
-        except KeyError:
-            raise HarnessError(f"a worker named one of {sorted(self.links)}", seen=worker) from None
-
     def link_connections(self, worker: str) -> dict[str, int]:
         """Open TCP connections through each of the worker's proxies ("api", "poll"): 0 while cut,
         and "poll" back to 1 once the worker's SDK has reconnected its SSE stream."""
@@ -242,43 +220,11 @@ class ProcessCluster(Cluster):
 
     def partition_worker(self, worker: str) -> None:
         """Cut the worker off from the server: both its proxies stop listening and drop their connections."""
-        link, tp = self.link(worker), self._toxiproxy()
-        for name in link.proxies.values():
-            tp.set_enabled(name, False)
-        link.cut = True
+        self.set_link(worker, up=False)
 
     def heal_worker(self, worker: str) -> None:
         """Reconnect the worker's link (its SDK reconnects on its own retry schedule)."""
-        link, tp = self.link(worker), self._toxiproxy()
-        for name in link.proxies.values():
-            tp.set_enabled(name, True)
-        link.cut = False
-
-    def add_link_toxic(self, worker: str, type: str, attributes: dict[str, int], *, stream: str = "downstream",
-                       toxicity: float = 1.0, ports: tuple[str, ...] = LINK_PORTS) -> str:  # fmt: skip
-        """Add a Toxiproxy toxic (latency, bandwidth, reset_peer, timeout) to the worker's link.
-
-        `stream`: downstream (server -> worker), upstream (worker -> server) or both; `ports`: which of
-        the worker's proxies (api, poll). Returns the toxic's name, for remove_link_toxic.
-        """
-        link, tp = self.link(worker), self._toxiproxy()
-        streams = STREAMS if stream == "both" else (stream,)
-        name = f"{type}-{stream}"
-        for kind in ports:
-            for s in streams:
-                proxy = link.proxies[kind]
-                tp.add_toxic(proxy, type, attributes, name=f"{name}-{s}", stream=s, toxicity=toxicity)
-        link.toxics.add(name)
-        return name
-
-    def remove_link_toxic(self, worker: str, name: str | None = None) -> None:
-        """Remove one toxic (by the name add_link_toxic returned) or, without a name, all of them."""
-        link, tp = self.link(worker), self._toxiproxy()
-        for kind in LINK_PORTS:
-            for toxic in tp.toxics(link.proxies[kind]):
-                if name is None or toxic["name"].startswith(f"{name}-"):
-                    tp.remove_toxic(link.proxies[kind], toxic["name"])
-        link.toxics = set() if name is None else link.toxics - {name}
+        self.set_link(worker, up=True)
 
     def live_workers(self) -> list[str]:
         return [w for w, p in self.workers.items() if p.poll() is None]
