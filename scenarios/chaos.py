@@ -17,7 +17,10 @@ JOBS, DUPLICATED, KILLS = 50, 10, 6
     workers=4,
     ttl=2,
     step_seconds="0.3",
-    liveness_deadline_s=45,
+    # A task the server has just sent to a worker that is then killed, before it claimed the task,
+    # waits for the server's claim timeout (--aio-poll-ttc, 1 min by default) before it is resent:
+    # the deadline covers that, with the server's defaults.
+    liveness_deadline_s=75,
 )
 def chaos(ctx: RunContext) -> None:
     """50 jobs (10 of them sent twice) in waves; 6 random worker kills, each restarted 1 s later."""

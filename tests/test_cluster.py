@@ -12,6 +12,7 @@ from harness.cluster.base import ClusterConfig
 from harness.cluster.process import ProcessCluster
 from harness.errors import HarnessError
 from harness.stack import get_stack
+from harness.waiting import wait_until
 
 pytestmark = pytest.mark.server
 
@@ -49,9 +50,9 @@ def test_workers_come_and_go_at_runtime(cluster: ProcessCluster) -> None:
 def test_pause_and_resume(cluster: ProcessCluster) -> None:
     pid = cluster.worker_pid("worker-1")
     cluster.pause_worker("worker-1")
-    assert state(pid) == "T"
+    wait_until(lambda: state(pid) == "T", timeout=5, expected="worker-1 stopped", seen=lambda: state(pid))
     cluster.resume_worker("worker-1")
-    assert state(pid) in ("S", "R")
+    wait_until(lambda: state(pid) in ("S", "R"), timeout=5, expected="worker-1 running", seen=lambda: state(pid))
 
 
 def test_server_crash_and_restart_keeps_the_store(cluster: ProcessCluster) -> None:
