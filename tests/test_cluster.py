@@ -52,7 +52,9 @@ def test_pause_and_resume(cluster: ProcessCluster) -> None:
     cluster.pause_worker("worker-1")
     wait_until(lambda: state(pid) == "T", timeout=5, expected="worker-1 stopped", seen=lambda: state(pid))
     cluster.resume_worker("worker-1")
-    wait_until(lambda: state(pid) in ("S", "R"), timeout=5, expected="worker-1 running", seen=lambda: state(pid))
+    wait_until(
+        lambda: state(pid) in ("S", "R"), timeout=5, expected="worker-1 running", seen=lambda: state(pid)
+    )
 
 
 def test_server_crash_and_restart_keeps_the_store(cluster: ProcessCluster) -> None:
