@@ -64,6 +64,7 @@ import docker.errors
 import requests
 from docker.models.containers import Container
 from docker.models.networks import Network
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from harness.cluster.base import Cluster, ClusterConfig
 from harness.cluster.images import (
@@ -681,9 +682,14 @@ class DockerCluster(ProxiedLinks, Cluster):
         self._dump_logs(c)
 
     def pause_worker(self, worker: str) -> None:
-        """docker pause: the cgroup freezer stops every process of the container (no signal to catch)."""
-        with self._api(f"{worker} paused"):
-            self._container(worker).pause()
+        """docker pause: the cgroup freezer stops every process of the container (no signal to catch).
+
+        The cgroup v1 freezer sometimes gives up ("unable to freeze") while a task is between
+        states; runc leaves the container running then, so the pause is simply tried again."""
+        for attempt in Retrying(stop=stop_after_attempt(5), wait=wait_fixed(0.3), reraise=True,
+                                retry=retry_if_exception(lambda e: "unable to freeze" in str(e))):  # fmt: skip
+            with attempt, self._api(f"{worker} paused"):
+                self._container(worker).pause()
 
     def resume_worker(self, worker: str) -> None:
         with self._api(f"{worker} resumed"):
