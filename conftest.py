@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +43,18 @@ def server_versions() -> dict[str, str]:
 @pytest.fixture
 def server_ready(server_versions: dict[str, str]) -> None:
     """Depend on this in tests that start the real server."""
+
+
+@pytest.fixture(scope="session")
+def toxiproxy_bin() -> Path:
+    """The toxiproxy-server binary (link faults): required in CI, skipped with the reason elsewhere."""
+    from harness.toxiproxy import server_bin
+
+    try:
+        return server_bin()
+    except HarnessError as e:
+        need("toxiproxy-server", e.oneline())
+        raise
 
 
 def _docker_problem() -> str | None:

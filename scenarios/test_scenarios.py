@@ -7,9 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need
-from harness import toxiproxy
-from harness.errors import HarnessError
 from harness.history import History
 from harness.runner import load_scenarios, run
 
@@ -18,12 +15,11 @@ pytestmark = pytest.mark.server
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_scenario(name: str, backend: str, tmp_path: Path, server_ready: None) -> None:
+def test_scenario(
+    name: str, backend: str, tmp_path: Path, server_ready: None, request: pytest.FixtureRequest
+) -> None:
     if SCENARIOS[name].settings.proxied:
-        try:
-            toxiproxy.server_version()
-        except HarnessError as e:
-            need("toxiproxy-server", e.oneline())
+        request.getfixturevalue("toxiproxy_bin")
     res = run(name, backend=backend, seed=7, out=tmp_path / "run")
     results = res.results
     print(f"\n{name} [{backend}] figures: {json.dumps(results['figures'])}")

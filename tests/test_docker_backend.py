@@ -22,13 +22,12 @@ import docker
 import pytest
 import requests
 
-from conftest import need
 from harness.cluster.base import ClusterConfig
 from harness.cluster.docker import L_OWNER, L_ROLE, L_RUN, DockerCluster, owner_labels, remove_leftovers
 from harness.cluster.images import docker_client
 from harness.errors import HarnessError
 from harness.stack import PROJECT_ROOT, get_stack
-from harness.toxiproxy import server_bin, server_version
+from harness.toxiproxy import server_version
 from harness.waiting import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.server]
@@ -39,16 +38,6 @@ def client(docker_daemon: None) -> Iterator[docker.DockerClient]:
     c = docker_client(timeout=60)
     yield c
     c.close()
-
-
-@pytest.fixture(scope="module")
-def toxiproxy_bin() -> Path:
-    """The toxiproxy-server binary the proxied clusters' toxiproxy image is made from."""
-    try:
-        return server_bin()
-    except HarnessError as e:
-        need("toxiproxy-server", e.oneline())
-        raise
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import need
 from harness.checks import check, hits
 from harness.cluster.base import ClusterConfig
 from harness.cluster.process import OWNER_ENV, ProcessCluster
@@ -35,15 +34,6 @@ from tests.histories import FakeRun, encode
 
 
 # --- fixtures -----------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def toxiproxy_bin() -> Path:
-    try:
-        return server_bin()
-    except HarnessError as e:
-        need("toxiproxy-server", e.oneline())
-        raise
-
-
 @pytest.fixture
 def toxiproxy(tmp_path: Path, toxiproxy_bin: Path) -> Iterator[Toxiproxy]:
     with ToxiproxyServer(tmp_path / "toxiproxy.log", binary=toxiproxy_bin) as client:

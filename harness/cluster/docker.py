@@ -76,6 +76,7 @@ from harness.cluster.images import (
     ensure_toxiproxy_image,
 )
 from harness.cluster.links import LINK_PORTS, Link, ProxiedLinks
+from harness.cluster.process import pid_alive
 from harness.errors import HarnessError, WaitTimeout
 from harness.stack import PROJECT_ROOT, Ports
 from harness.toxiproxy import Toxiproxy
@@ -120,16 +121,6 @@ def _start_time(pid: int) -> str:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def owner_labels() -> dict[str, str]:
     pid = os.getpid()
     return {L_OWNER: str(pid), L_OWNER_START: _start_time(pid), L_HOST: socket.gethostname()}
@@ -143,7 +134,7 @@ def owner_alive(labels: dict[str, str]) -> bool:
         pid = int(labels.get(L_OWNER, ""))
     except ValueError:
         return False
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return False
     started = labels.get(L_OWNER_START)
     return not started or _start_time(pid) in ("", started)

@@ -398,56 +398,70 @@ def check_server_binary(server_bin: Path) -> None:
         )
 
 
-def _server_tar(server_bin: Path) -> bytes:
+def _binary_tar(binary: Path, dest: str, dirs: tuple[str, ...] = ()) -> bytes:
+    """A tar holding `binary` at `dest` (root-owned, executable) and the empty `dirs`."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name in ("var/lib/resonate",):
+        for name in dirs:
             info = tarfile.TarInfo(name)
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(info)
-        info = tar.gettarinfo(str(server_bin), arcname="usr/local/bin/resonate")
+        info = tar.gettarinfo(str(binary), arcname=dest)
         info.mode, info.uid, info.gid, info.uname, info.gname = 0o755, 0, 0, "root", "root"
-        with server_bin.open("rb") as fh:
+        with binary.open("rb") as fh:
             tar.addfile(info, fh)
     return buf.getvalue()
+
+
+def _binary_image(
+    client: docker.DockerClient,
+    kind: str,
+    binary: Path,
+    tar: bytes,
+    changes: list[str],
+    check: tuple[list[str], str, str],
+    project_root: Path,
+) -> str:
+    """The base image plus one host binary (a tar of it), committed with `changes`, labelled with
+    the inputs hash; `check` = (args to run in the new image, what its output must contain, a hint)."""
+    _ping(client)
+    base = ensure_base_image(client, project_root=project_root)
+    digest = inputs_hash({"kind": kind, "base": _image_id(client, base), "bin": file_sha256(binary)})
+    if tag := find_image(client, kind, digest):
+        return tag
+    with build_lock(kind, project_root):
+        if tag := find_image(client, kind, digest):
+            return tag
+        started = time.monotonic()
+        container = client.containers.create(base, command=["true"], network_mode="none")
+        try:
+            container.put_archive("/", tar)
+            tag = _commit(container, kind, digest, changes)
+        finally:
+            container.remove(force=True, v=True)
+        args, expect, hint = check
+        code, out = _run_in_image(client, tag, args)
+        if code != 0 or expect not in out:
+            client.images.remove(tag, force=True)
+            raise ImageBuildError(f"`{' '.join(args)}` to run in {tag}", seen=f"exit {code}: {out.strip()[-500:]}",
+                                  hint=hint)  # fmt: skip
+        log.info("built %s in %.1fs", tag, time.monotonic() - started)
+        return tag
 
 
 def ensure_server_image(
     client: docker.DockerClient, server_bin: Path, *, project_root: Path = PROJECT_ROOT
 ) -> str:
     """An image with ``server_bin`` at /usr/local/bin/resonate, entrypoint ``resonate`` (cmd ``serve``)."""
-    _ping(client)
     server_bin = Path(server_bin).resolve()
     check_server_binary(server_bin)
-    base = ensure_base_image(client, project_root=project_root)
-    digest = inputs_hash({"kind": "server", "base": _image_id(client, base), "bin": file_sha256(server_bin)})
-    if tag := find_image(client, "server", digest):
-        return tag
-    with build_lock("server", project_root):
-        if tag := find_image(client, "server", digest):
-            return tag
-        started = time.monotonic()
-        container = client.containers.create(base, command=["true"], network_mode="none")
-        try:
-            container.put_archive("/", _server_tar(server_bin))
-            tag = _commit(
-                container,
-                "server",
-                digest,
-                ['ENTRYPOINT ["resonate"]', 'CMD ["serve"]', "WORKDIR /var/lib/resonate"],
-            )
-        finally:
-            container.remove(force=True, v=True)
-        code, out = _run_in_image(client, tag, ["--version"])
-        if code != 0:
-            client.images.remove(tag, force=True)
-            raise ImageBuildError(
-                f"`resonate --version` to run in {tag}",
-                seen=f"exit {code}: {out.strip()[-500:]}",
-                hint="the binary may need a newer glibc than the base image has",
-            )
-        log.info("built %s in %.1fs", tag, time.monotonic() - started)
-        return tag
+    return _binary_image(
+        client, "server", server_bin,
+        _binary_tar(server_bin, "usr/local/bin/resonate", dirs=("var/lib/resonate",)),
+        ['ENTRYPOINT ["resonate"]', 'CMD ["serve"]', "WORKDIR /var/lib/resonate"],
+        (["--version"], "version", "the binary may need a newer glibc than the base image has"),
+        project_root,
+    )  # fmt: skip
 
 
 # --- toxiproxy image --------------------------------------------------------------------------
@@ -462,49 +476,15 @@ def ensure_toxiproxy_image(
     /usr/local/bin/toxiproxy-server; entrypoint that binary, listening on 0.0.0.0:8474."""
     from harness import toxiproxy  # the binary's lookup and install hint live there
 
-    _ping(client)
     binary = toxiproxy.server_bin(toxiproxy_bin).resolve()
-    base = ensure_base_image(client, project_root=project_root)
-    digest = inputs_hash({"kind": "toxiproxy", "base": _image_id(client, base), "bin": file_sha256(binary)})
-    if tag := find_image(client, "toxiproxy", digest):
-        return tag
-    with build_lock("toxiproxy", project_root):
-        if tag := find_image(client, "toxiproxy", digest):
-            return tag
-        started = time.monotonic()
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar, binary.open("rb") as fh:
-            info = tar.gettarinfo(str(binary), arcname="usr/local/bin/toxiproxy-server")
-            info.mode, info.uid, info.gid, info.uname, info.gname = 0o755, 0, 0, "root", "root"
-            tar.addfile(info, fh)
-        container = client.containers.create(base, command=["true"], network_mode="none")
-        try:
-            container.put_archive("/", buf.getvalue())
-            tag = _commit(
-                container,
-                "toxiproxy",
-                digest,
-                [
-                    'ENTRYPOINT ["toxiproxy-server"]',
-                    f'CMD ["-host", "0.0.0.0", "-port", "{TOXIPROXY_API_PORT}"]',
-                    f"EXPOSE {TOXIPROXY_API_PORT}",
-                ],
-            )
-        finally:
-            container.remove(force=True, v=True)
-        code, out = _run_in_image(client, tag, ["-version"])
-        if code != 0 or "version" not in out:
-            client.images.remove(tag, force=True)
-            raise ImageBuildError(
-                f"`toxiproxy-server -version` to run in {tag}",
-                seen=f"exit {code}: {out.strip()[-500:]}",
-                hint=f"{binary} must be a static (CGO_ENABLED=0) build; {toxiproxy.INSTALL_HINT}",
-            )
-        log.info("built %s in %.1fs", tag, time.monotonic() - started)
-        return tag
-
-
-# --- app image --------------------------------------------------------------------------------
+    return _binary_image(
+        client, "toxiproxy", binary,
+        _binary_tar(binary, "usr/local/bin/toxiproxy-server"),
+        ['ENTRYPOINT ["toxiproxy-server"]', f'CMD ["-host", "0.0.0.0", "-port", "{TOXIPROXY_API_PORT}"]',
+         f"EXPOSE {TOXIPROXY_API_PORT}"],
+        (["-version"], "version", f"{binary} must be a static (CGO_ENABLED=0) build; {toxiproxy.INSTALL_HINT}"),
+        project_root,
+    )  # fmt: skip
 
 
 def _pyproject(project_root: Path) -> dict[str, Any]:

@@ -280,7 +280,7 @@ def _owner_of(pid: int) -> int | None:
     return None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -301,7 +301,7 @@ def reap_orphans(owner: int | None = None) -> list[int]:
         got = _owner_of(pid)
         if got is None or got == pid:
             continue
-        if (owner is not None and got == owner) or (owner is None and not _alive(got)):
+        if (owner is not None and got == owner) or (owner is None and not pid_alive(got)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
                 os.kill(pid, signal.SIGKILL)
