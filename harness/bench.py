@@ -46,8 +46,9 @@ from typing import Any
 
 import requests
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, WaitTimeout
 from harness.load import OpenLoop, OpenLoopResult, Shot, constant_rate_schedule
+from harness.waiting import wait_until
 
 BENCH_JSON = "bench.json"
 DEFAULT_WORKERS = "1,2,4,8"
@@ -351,13 +352,12 @@ def _roots(
 
 def drain(server_api: str, prefix: str, timeout: float) -> bool:
     """Wait until no root promise of `prefix` is pending; False on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if not any(True for _ in _roots(server_api, prefix, "pending", limit=1)):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.25)
+    try:
+        wait_until(lambda: not any(True for _ in _roots(server_api, prefix, "pending", limit=1)),
+                   timeout=timeout, interval=0.25, expected=f"no pending {prefix} job")  # fmt: skip
+    except WaitTimeout:
+        return False
+    return True
 
 
 @dataclass

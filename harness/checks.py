@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.history import History
-from harness.stack import get_stack
 from workflow.steps import EFFECT_STEPS, STEP_NAMES
 
 Verdict = dict[str, Any]
@@ -132,7 +131,7 @@ def hits(h: History) -> list[Hit]:
 
 def checkpoint_times(h: History) -> dict[tuple[str, int], float]:
     """When the server stored each step's checkpoint (child promise completedOn), by (job, step)."""
-    stack = get_stack(h.meta.get("stack", "legacy"))
+    stack = h.stack
     by_id = {p["id"]: p for p in h.promises}
     out = {}
     for job in h.jobs():
@@ -144,7 +143,7 @@ def checkpoint_times(h: History) -> dict[tuple[str, int], float]:
 
 
 def roots_by_job(h: History) -> dict[str, list[dict[str, Any]]]:
-    stack = get_stack(h.meta.get("stack", "legacy"))
+    stack = h.stack
     grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for p in h.promises:
         if stack.is_root(p):
@@ -157,7 +156,7 @@ def roots_by_job(h: History) -> dict[str, list[dict[str, Any]]]:
 def completion_times(h: History) -> dict[str, float]:
     """When each job the client saw done was completed: the server's resolution time of its root
     promise (`completedOn`) when known, else the moment a status poll first said done."""
-    stack = get_stack(h.meta.get("stack", "legacy"))
+    stack = h.stack
     resolved = {p["id"]: p["completedOn"] / 1000 for p in h.promises if p.get("completedOn")}
     out: dict[str, float] = {}
     for e in h.of_kind("completed"):
@@ -170,7 +169,7 @@ def completion_times(h: History) -> dict[str, float]:
 # --- verdicts -----------------------------------------------------------------------------
 def exactly_once(h: History) -> Verdict:
     """One root promise per accepted job, resolved with the expected value; no duplicate effect."""
-    stack = get_stack(h.meta.get("stack", "legacy"))
+    stack = h.stack
     jobs, roots = h.jobs(), roots_by_job(h)
     problems: list[str] = []
     for job_id in sorted(h.accepted()):
@@ -211,7 +210,7 @@ def exactly_once(h: History) -> Verdict:
 
 def dedup(h: History) -> Verdict:
     """K submissions of one jobId: one root promise, one workflow execution, consistent answers."""
-    stack = get_stack(h.meta.get("stack", "legacy"))
+    stack = h.stack
     roots = roots_by_job(h)
     subs, responses = h.by_job("submit"), h.by_job("response")
     step1_hits = Counter(x.job for x in hits(h) if x.step == 1 and x.site != "before")
@@ -280,7 +279,7 @@ def _status_regressions(h: History, job_id: str) -> list[str]:
 def replay(h: History) -> Verdict:
     """After a fault in step k: steps < k not re-run, step k re-run, later steps once, same value;
     the server's checkpoints agree with the ledger."""
-    stack = get_stack(h.meta.get("stack", "legacy"))
+    stack = h.stack
     promises = {p["id"]: p for p in h.promises}
     all_hits = hits(h)
     done = completion_times(h)
@@ -371,7 +370,7 @@ def liveness(h: History) -> Verdict:
 
 def no_loss(h: History) -> Verdict:
     """No accepted job is missing from the server, whatever was killed."""
-    stack = get_stack(h.meta.get("stack", "legacy"))
+    stack = h.stack
     have = {p["id"] for p in h.promises}
     roots = roots_by_job(h)
     problems = [

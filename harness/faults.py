@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.cluster.base import Cluster
 from harness.errors import HarnessError
-from harness.history import EventLog, read_ledger
+from harness.history import EventLog, LedgerTail
 from harness.probe import FAILPOINT_SITES
 from harness.waiting import wait_until
 
@@ -25,12 +25,13 @@ class Nemesis:
         self.cluster = cluster
         self.events = events
         self._fp_seq = 0
+        self.ledger = LedgerTail(cluster.config.ledger_dir)  # polled often: read incrementally
         self._pending: list[threading.Thread] = []
 
     # --- targeting through the ledger -------------------------------------------------------
     def in_flight(self, job_id: str, step: int) -> dict[str, Any] | None:
         """The newest execution of step `step` of job `job_id` that has started and not ended."""
-        ledger = read_ledger(self.cluster.config.ledger_dir)
+        ledger = self.ledger.read()
         ended = {r["attempt"] for r in ledger if r["ev"] == "end"}
         starts = [
             r for r in ledger
@@ -46,7 +47,7 @@ class Nemesis:
             timeout=timeout,
             interval=0.02,
             expected=f"a worker running step {step} of job {job_id}",
-            seen=lambda: f"{len(read_ledger(self.cluster.config.ledger_dir))} ledger records, none in flight",
+            seen=lambda: f"{len(self.ledger.read())} ledger records, none in flight",
             hint="make steps longer (--step-seconds) so the harness can catch one",
         )
 
@@ -83,7 +84,7 @@ class Nemesis:
         """Wait until another execution of the faulted step has started (a takeover)."""
 
         def rerun() -> dict[str, Any] | None:
-            for r in read_ledger(self.cluster.config.ledger_dir):
+            for r in self.ledger.read():
                 if (r["ev"] == "start" and r["job"] == fault["job"] and r["step"] == fault["step"]
                         and r["t"] > fault["t"] and r["attempt"] != fault.get("attempt")):  # fmt: skip
                     return r

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -23,6 +24,7 @@ from typing import Any
 import requests
 
 from harness.errors import HarnessError
+from harness.stack import LegacyStack, get_stack
 
 EVENTS = "events.jsonl"
 PROMISES = "promises.json"
@@ -72,6 +74,33 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def read_ledger(ledger_dir: Path) -> list[dict[str, Any]]:
     records = [r for p in sorted(ledger_dir.glob("*.jsonl")) for r in read_jsonl(p)]
     return sorted(records, key=lambda r: r["t"])
+
+
+class LedgerTail:
+    """The ledger of a running cluster, read incrementally: each call reads only what was appended
+    since the last one (complete lines only), for live fault targeting during a run."""
+
+    def __init__(self, ledger_dir: Path) -> None:
+        self.dir = ledger_dir
+        self._offsets: dict[Path, int] = {}
+        self._records: list[dict[str, Any]] = []
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every record so far, in time order."""
+        fresh = []
+        for path in sorted(self.dir.glob("*.jsonl")):
+            offset = self._offsets.get(path, 0)
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+            complete = data[: data.rfind(b"\n") + 1]  # a line being written is read next time
+            self._offsets[path] = offset + len(complete)
+            for line in complete.splitlines():
+                with contextlib.suppress(json.JSONDecodeError):
+                    fresh.append(json.loads(line))
+        if fresh:
+            self._records = sorted(self._records + fresh, key=lambda r: r["t"])
+        return self._records
 
 
 def snapshot_promises(server_api: str, run_dir: Path, pattern: str = "doc/*") -> list[dict[str, Any]]:
@@ -134,6 +163,11 @@ class History:
         )
 
     # --- views used by checks and reports --------------------------------------------------
+    @property
+    def stack(self) -> LegacyStack:
+        """The Resonate generation the run used: how to read its promises."""
+        return get_stack(self.meta.get("stack", "legacy"))
+
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["kind"] == kind]
 

@@ -14,9 +14,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_incrementing
 
 from harness.errors import HarnessError, WaitTimeout
 from harness.history import EventLog
+from harness.waiting import wait_until
 from workflow.steps import expected_result
 
 DOC_TYPES = ("invoice", "contract", "receipt", "report")
@@ -91,10 +93,20 @@ class Client:
         **fields: Any,
     ) -> list[dict[str, Any]]:
         """Submit; on a lost answer (none, or 5xx) retry with mode `retry` until a 2xx or 4xx answer."""
-        answers = [self.submit(job, mode, **fields)]
-        while len(answers) < attempts and (answers[-1]["status"] == 0 or answers[-1]["status"] >= 500):
-            time.sleep(backoff * len(answers))
-            answers.append(self.submit(job, "retry", retry_of=answers[0]["sub"], **fields))
+        answers: list[dict[str, Any]] = []
+
+        def send() -> dict[str, Any]:
+            first = not answers
+            extra = fields if first else {**fields, "retry_of": answers[0]["sub"]}
+            answers.append(self.submit(job, mode if first else "retry", **extra))
+            return answers[-1]
+
+        Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_incrementing(start=backoff, increment=backoff),
+            retry=retry_if_result(lambda a: a["status"] == 0 or a["status"] >= 500),
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+        )(send)
         return answers
 
     def status(self, job_id: str) -> dict[str, Any]:
@@ -162,12 +174,15 @@ class Client:
             return list(pool.map(one, plan))
 
     def wait_done(self, job_ids: Iterable[str], timeout: float, poll: float = 0.25) -> dict[str, float]:
-        """Poll status until every job is done; log `completed` for each; WaitTimeout otherwise."""
+        """Poll status until every job is done; log `completed` for each; WaitTimeout otherwise.
+
+        A job whose status route answers 404 several times in a row though it was accepted is
+        lost: HarnessError at once, rather than waiting out the timeout."""
         pending = set(job_ids)
         done: dict[str, float] = {}
         unknown: dict[str, int] = {}
-        deadline = time.monotonic() + timeout
-        while pending:
+
+        def all_done() -> bool:
             for job_id in sorted(pending):
                 st = self.status(job_id)
                 if st.get("status") == "done":
@@ -183,16 +198,15 @@ class Client:
                     seen=f"{len(lost)} answered 404 {LOST_AFTER_404S} times, e.g. {lost[:3]}",
                     hint="the gateway dispatched them under another promise id, or the server lost them",
                 )
-            if not pending:
-                break
-            if time.monotonic() > deadline:
-                self.events.append("incomplete", job_ids=sorted(pending))
-                raise WaitTimeout(
-                    f"{len(done) + len(pending)} jobs done within {timeout:g}s",
-                    seen=f"{len(pending)} still processing, e.g. {sorted(pending)[:3]}",
-                    hint="look at the worker and server logs in the run directory",
-                )
-            time.sleep(poll)
+            return not pending
+
+        try:
+            wait_until(all_done, timeout=timeout, interval=poll, expected=f"{len(pending)} jobs done",
+                       seen=lambda: f"{len(pending)} still processing, e.g. {sorted(pending)[:3]}",
+                       hint="look at the worker and server logs in the run directory")  # fmt: skip
+        except WaitTimeout:
+            self.events.append("incomplete", job_ids=sorted(pending))
+            raise
         return done
 
 

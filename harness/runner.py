@@ -111,12 +111,8 @@ def make_cluster(backend: str, config: ClusterConfig) -> Cluster:
 
         return ProcessCluster(config)
     if backend == "docker":
-        try:
-            from harness.cluster.docker import DockerCluster  # type: ignore[import-not-found]
-        except ImportError as e:
-            raise HarnessError(
-                "the docker backend", seen="not available in this version", hint="--backend process"
-            ) from e
+        from harness.cluster.docker import DockerCluster
+
         return DockerCluster(config)
     raise HarnessError(f"--backend one of {', '.join(BACKENDS)}", seen=backend)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import time
 
-from harness.history import read_ledger
 from harness.runner import RunContext, scenario
 from harness.waiting import wait_until
 
@@ -94,7 +93,7 @@ def partition_early_heal(ctx: RunContext) -> None:
     ctx.phase("settle")  # the history must hold the end of both executions of the step
 
     def ended(attempt: str) -> bool:
-        ledger = read_ledger(ctx.cluster.config.ledger_dir)
+        ledger = ctx.nemesis.ledger.read()
         return any(r["ev"] == "end" and r["attempt"] == attempt for r in ledger)
 
     for attempt in (cut["attempt"], takeover["attempt"]):

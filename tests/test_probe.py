@@ -79,3 +79,17 @@ def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
     (tmp_path / "ledger").mkdir()
     (tmp_path / "ledger" / "w.1.jsonl").write_text('{"ev": "start", "t": 1}\n{"ev": "end", "t"')
     assert [r["ev"] for r in read_ledger(tmp_path / "ledger")] == ["start"]
+
+
+def test_ledger_tail_reads_only_complete_new_lines(tmp_path: Path) -> None:
+    from harness.history import LedgerTail
+
+    (tmp_path / "ledger").mkdir()
+    f = tmp_path / "ledger" / "w.1.jsonl"
+    f.write_text('{"ev": "start", "t": 2}\n{"ev": "end", "t"')
+    tail = LedgerTail(tmp_path / "ledger")
+    assert [r["ev"] for r in tail.read()] == ["start"]
+    with f.open("a") as out:
+        out.write(": 3}\n")
+    (tmp_path / "ledger" / "w.2.jsonl").write_text('{"ev": "start", "t": 1}\n')
+    assert [(r["ev"], r["t"]) for r in tail.read()] == [("start", 1), ("start", 2), ("end", 3)]

@@ -53,6 +53,7 @@ class Cluster(abc.ABC):
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
         self.server_api = ""  # http://host:port of the REST API, as the harness reaches it
+        self.metrics_url = ""  # http://host:port of the server's Prometheus metrics
         self.gateway_url = ""
 
     # lifecycle
@@ -142,8 +143,6 @@ class Cluster(abc.ABC):
             return -1
         m = re.search(r'^aio_plugin_connections\{type="[^"]*poll"\} (\d+)', text, re.M)
         return int(m.group(1)) if m else 0
-
-    metrics_url = ""
 
     def wait_server_ready(self, timeout: float = 30) -> None:
         def ready() -> bool:
