@@ -47,6 +47,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     r = sub.add_parser("run", help="run a scenario and check it")
     r.add_argument("scenario")
+    _app_argument(r)
     r.add_argument("--backend", default="process", choices=["process", "docker"])
     r.add_argument("--workers", type=_positive)
     r.add_argument("--seed", type=int, default=7)
@@ -68,6 +69,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--copies", type=_at_least_2, default=10, help="K submissions per job, K >= 2 (default 10)"
     )
+    _app_argument(d)
     d.add_argument("--backend", default="process", choices=["process", "docker"])
     d.add_argument("--workers", type=_positive)
     d.add_argument("--seed", type=int, default=7)
@@ -78,6 +80,11 @@ def parser() -> argparse.ArgumentParser:
 
     add_arguments(b)
     return p
+
+
+def _app_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--app", type=Path, metavar="DIR",
+                   help="the app under test: a directory with harness.toml (default: the reference app)")  # fmt: skip
 
 
 def _at_least_2(text: str) -> int:
@@ -101,7 +108,7 @@ def _dedup(args: argparse.Namespace) -> int:
     from harness.runner import run
 
     dedup.validate(args.jobs, args.copies)
-    res = run("dedup-verify", backend=args.backend, workers=args.workers, seed=args.seed, out=args.out,
+    res = run("dedup-verify", app=args.app, backend=args.backend, workers=args.workers, seed=args.seed, out=args.out,
               server_bin=args.server_bin, params={"jobs": args.jobs, "copies": args.copies})  # fmt: skip
     _render(res.run_dir)
     dedup.print_table(res.results["dedup_jobs"])
@@ -147,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "run":
             from harness.runner import run
 
-            res = run(args.scenario, backend=args.backend, workers=args.workers, seed=args.seed, out=args.out,
+            res = run(args.scenario, app=args.app, backend=args.backend, workers=args.workers, seed=args.seed, out=args.out,
                       server_bin=args.server_bin, params=dict(args.param))  # fmt: skip
             _render(res.run_dir)
             return _print_results(res.results, res.run_dir)

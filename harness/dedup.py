@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from harness.checks import attempts, roots_by_job
+from harness.checks.dedup import answer_shape
+from harness.checks.views import first_step
 from harness.errors import HarnessError
 from harness.history import History
 
@@ -160,11 +161,10 @@ def _lost(status: int) -> bool:
 
 def table(h: History) -> list[dict[str, Any]]:
     """One row per job: submissions by kind, answers, root promises, executions, statuses seen."""
-    roots = roots_by_job(h)
     subs, answers = h.by_job("submit"), h.by_job("response")
     statuses: dict[str, list[str]] = defaultdict(list)
     for e in h.of_kind("status"):
-        seen = e.get("status") or str(e.get("http"))
+        seen = "done" if e.get("done") else e.get("status") or str(e.get("http"))
         if seen not in statuses[e["job_id"]]:
             statuses[e["job_id"]].append(seen)
     for e in h.of_kind("completed"):
@@ -175,11 +175,12 @@ def table(h: History) -> list[dict[str, Any]]:
     for job_id in sorted(h.jobs()):
         mine = answers[job_id]
         ok = [r for r in mine if 200 <= r["status"] < 300]
-        shapes = {(r["status"], r["body"].get("jobId"), r["body"].get("statusUrl")) for r in ok}
+        shapes = {answer_shape(r) for r in ok}
         lost = [r for r in mine if _lost(r["status"])]
         recovered = not lost or any(r["t"] > lost[0]["t"] for r in ok)
-        step1 = [a for a in attempts(h, job_id) if a.step == 1]
-        steps = attempts(h, job_id)
+        steps = h.executions(job_id)
+        first = first_step(h, job_id)
+        step1 = [x for x in steps if x.pos == first]
         by_kind = Counter(e.get("case", e.get("mode", "?")) for e in subs[job_id])
         row = {
             "job": job_id,
@@ -190,7 +191,7 @@ def table(h: History) -> list[dict[str, Any]]:
             "absorbed": max(0, len(ok) - 1),
             "lost": len(lost),
             "instance_deaths": deaths[job_id],
-            "root_promises": len(roots.get(job_id, [])),
+            "root_promises": len(h.roots_of(job_id)),
             "executions": len(step1),
             "step_executions": len(steps),
             "statuses_seen": statuses[job_id],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from harness.checks import attempts, completion_times, hits
+from harness.checks import completion_times, hits
 from harness.history import History
 
 
@@ -21,15 +21,13 @@ def recoveries(h: History) -> list[dict[str, Any]]:
     done = completion_times(h)
     out = []
     for x in hits(h):
-        again = [
-            a for a in attempts(h, x.job) if a.step == x.step and a.start > x.t and a.attempt != x.attempt
-        ]
+        again = [a for a in h.executions(x.job) if a.pos == x.pos and a.start > x.t and a.exec != x.exec]
         out.append(
             {
                 "fault": x.fault,
                 "target": x.target,
                 "job": x.job,
-                "step": x.step,
+                "step": x.pos,
                 "site": x.site,
                 "t": x.t,
                 "restart_s": round(again[0].start - x.t, 3) if again else None,
@@ -47,7 +45,7 @@ def figures(h: History) -> dict[str, Any]:
     done = completion_times(h)
     load_start = min((e["t"] for e in h.of_kind("submit")), default=None)
     out: dict[str, Any] = {
-        "executions": sum(1 for r in h.ledger if r["ev"] == "start"),
+        "executions": sum(len(h.executions(j)) for j in h.jobs()),
         "submissions": len(h.of_kind("submit")),
     }
     if load_start is not None and done:

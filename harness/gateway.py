@@ -1,9 +1,9 @@
 """API Gateway (REST, proxy integration) + Lambda simulator.
 
-``python -m harness.gateway --host 127.0.0.1 --port P --instances N --module M --log FILE``
+``python -m harness.gateway --host 127.0.0.1 --port P --instances N --handler MOD:FUNC [--resource R ...] --log FILE``
 
 A threaded HTTP server turns each request into an API Gateway REST (v1) proxy event and hands
-it to an idle instance from a pool of N ``harness.lambda_runtime`` subprocesses, each running
+it to an idle instance from a pool of N ``harness.agent.lambda_runtime`` subprocesses, each running
 one invocation at a time after a single cold start (module import). Lambda-like behaviour:
 
 - all instances busy: wait up to ``--throttle-wait`` seconds, then 429 (throttling);
@@ -12,6 +12,10 @@ one invocation at a time after a single cold start (module import). Lambda-like 
 - a handler exception or malformed proxy response: 502, the instance stays warm.
 
 Idle instances are picked least-recently-used first, so a fresh instance serves next.
+Requests are mapped to the API's resources (``--resource /status/{jobId}``: path parameters, else
+``/{proxy+}``). The harness marks its requests with ``X-Harness-Sub`` / ``X-Harness-Job``; the
+gateway takes those headers out of the event and hands them to the instance beside it, so the
+instrumentation can attribute what the invocation dispatched.
 One JSON line per proxied request goes to ``--log`` (time, request_id, method, path, instance,
 pid, cold_start, status, latency_ms, outcome). Admin routes (not proxied, not logged):
 ``GET /_gateway/instances`` and ``POST /_gateway/instances/{id}/kill`` (SIGKILL).
@@ -59,11 +63,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
 
-from harness.lambda_runtime import PARENT_PID_ENV, die_with_parent
+from harness.agent.lifecycle import PARENT_PID_ENV, die_with_parent
 
 logger = logging.getLogger("harness.gateway")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+HARNESS_ROOT = Path(__file__).resolve().parent.parent  # the directory holding the harness package
+MARK_HEADERS = {"x-harness-sub": "sub", "x-harness-job": "job"}
 READY_PREFIX = "gateway ready on "
 ADMIN_PREFIX = "/_gateway/"
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's request payload limit
@@ -128,13 +133,32 @@ def _json_body(status: int, payload: dict[str, Any], kind: str, **kw: Any) -> Ou
     return Outcome(status, {"Content-Type": "application/json"}, body, kind, **kw)
 
 
-def match_resource(path: str) -> tuple[str, dict[str, str] | None]:
-    """Map a raw request path to (resource, pathParameters) like the deployed REST API."""
-    if path == "/process-document":
-        return "/process-document", None
+def match_resource(path: str, resources: list[str] | tuple[str, ...] = ()) -> tuple[str, dict[str, str] | None]:
+    """Map a raw request path to (resource, pathParameters) like the deployed REST API: the first
+    resource whose segments match (``{name}`` takes one segment, ``{name+}`` the rest), else
+    ``/{proxy+}``."""
     parts = path.split("/")
-    if len(parts) == 3 and parts[1] == "status" and parts[2]:
-        return "/status/{jobId}", {"jobId": unquote(parts[2])}
+    for resource in resources:
+        tmpl = resource.split("/")
+        params: dict[str, str] = {}
+        for i, seg in enumerate(tmpl):
+            if seg.startswith("{") and seg.endswith("+}"):
+                rest = "/".join(parts[i:])
+                if rest:
+                    params[seg[1:-2]] = unquote(rest)
+                    return resource, params
+                break
+            if i >= len(parts):
+                break
+            if seg.startswith("{") and seg.endswith("}"):
+                if not parts[i]:
+                    break
+                params[seg[1:-1]] = unquote(parts[i])
+            elif seg != parts[i]:
+                break
+        else:
+            if len(tmpl) == len(parts):
+                return resource, params or None
     if path == "/":
         return "/", None
     return "/{proxy+}", {"proxy": unquote(path.lstrip("/"))}
@@ -149,11 +173,12 @@ def build_event(
     request_id: str,
     stage: str = "local",
     source_ip: str = "127.0.0.1",
+    resources: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Build an API Gateway REST (v1) proxy integration event."""
     url = urlsplit(target)
     path = url.path or "/"
-    resource, path_params = match_resource(path)
+    resource, path_params = match_resource(path, resources)
     multi_query = parse_qs(url.query, keep_blank_values=True) if url.query else {}
     multi_headers: dict[str, list[str]] = {}
     for name, value in headers:
@@ -229,13 +254,14 @@ class Gateway:
 
     def __init__(
         self,
-        module: str,
+        handler: str,
         *,
+        resources: list[str] | tuple[str, ...] = (),
+        cwd: str | os.PathLike[str] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         instances: int = 3,
         log_path: str | os.PathLike[str] | None = None,
-        handler: str = "handler",
         timeout: float = 29.0,
         throttle_wait: float = 10.0,
         cold_start_timeout: float = 60.0,
@@ -245,8 +271,9 @@ class Gateway:
     ) -> None:
         if instances < 1:
             raise ValueError("instances must be >= 1")
-        self.module = module
-        self.handler_name = handler
+        self.handler = handler
+        self.resources = tuple(resources)
+        self.cwd = str(cwd or os.getcwd())
         self.host = host
         self.port = port
         self.size = instances
@@ -348,7 +375,7 @@ class Gateway:
 
     def _child_env(self, extra: dict[str, str] | None) -> dict[str, str]:
         env = {**os.environ, **(extra or {})}
-        paths = [str(REPO_ROOT), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+        paths = [str(HARNESS_ROOT), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         env["PYTHONUNBUFFERED"] = "1"
         env[PARENT_PID_ENV] = str(os.getpid())
@@ -369,15 +396,7 @@ class Gateway:
                 self._spawn_q.put(1.0)
 
     def _spawn(self) -> None:
-        cmd = [
-            self.python,
-            "-m",
-            "harness.lambda_runtime",
-            "--module",
-            self.module,
-            "--handler",
-            self.handler_name,
-        ]
+        cmd = [self.python, "-m", "harness.agent.lambda_runtime", "--handler", self.handler]
         with self._cond:
             if self._stopping:
                 return
@@ -387,8 +406,8 @@ class Gateway:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=None,
-                env=self.env,
-                cwd=str(REPO_ROOT),
+                env={**self.env, "HARNESS_WORKER_ID": inst_id},
+                cwd=self.cwd,
                 text=True,
                 encoding="utf-8",
                 bufsize=1,
@@ -503,8 +522,11 @@ class Gateway:
 
     # ----- invocation -----
 
-    def invoke(self, event: dict[str, Any]) -> Outcome:
-        """Run one event on an idle instance, with Lambda's throttling/crash/timeout semantics."""
+    def invoke(self, event: dict[str, Any], marks: dict[str, Any] | None = None) -> Outcome:
+        """Run one event on an idle instance, with Lambda's throttling/crash/timeout semantics.
+
+        `marks` (the harness's submission and job) travel beside the event to the instance."""
+        marks = marks or {}
         inst = self._acquire()
         if inst is None:
             return _json_body(429, {"message": "Too Many Requests"}, "throttled")
@@ -513,9 +535,8 @@ class Gateway:
             inst.invocations += 1
         request_id = event["requestContext"]["requestId"]
         deadline = time.monotonic() + self.timeout
-        line = json.dumps(
-            {"id": request_id, "event": event, "deadline_ms": int((time.time() + self.timeout) * 1000)}
-        )
+        line = json.dumps({"id": request_id, "event": event, "harness": marks,
+                           "deadline_ms": int((time.time() + self.timeout) * 1000)})  # fmt: skip
         writer = threading.Thread(target=_write_line, args=(inst.proc, line), daemon=True)
         writer.start()
         writer.join(self.timeout)
@@ -538,7 +559,7 @@ class Gateway:
             return _json_body(
                 504, {"message": "Endpoint request timed out"}, "timeout", instance=inst, cold_start=cold
             )
-        fault = self._claim_death(event)
+        fault = self._claim_death(marks.get("job"))
         if fault is not None:
             return self._die_after_handler(inst, fault, msg, request_id, cold)
         self._release(inst)
@@ -563,7 +584,7 @@ class Gateway:
     # ----- fault hook: die after the handler returned, before the reply is written -----
 
     def arm_death(self, job_id: str, status: int = 502, count: int = 1) -> dict[str, Any]:
-        """Arm: the next `count` invocations whose body has jobId `job_id` die after their handler."""
+        """Arm: the next `count` invocations the harness marked with job `job_id` die after their handler."""
         if not isinstance(job_id, str) or not job_id:
             raise ValueError("jobId must be a non-empty string")
         if status not in DEATH_STATUSES:
@@ -588,12 +609,8 @@ class Gateway:
             self._armed.clear()
         return n
 
-    def _claim_death(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        """The armed fault this invocation fires, if its body carries an armed jobId."""
-        with self._cond:
-            if not self._armed:
-                return None
-        job_id = _body_job_id(event)
+    def _claim_death(self, job_id: str | None) -> dict[str, Any] | None:
+        """The armed fault this invocation fires, if the harness marked it with an armed job."""
         if job_id is None:
             return None
         with self._cond:
@@ -694,18 +711,16 @@ def _write_line(proc: subprocess.Popen[str], line: str) -> None:
         pass  # the instance died; its reader reports EOF
 
 
-def _body_job_id(event: dict[str, Any]) -> str | None:
-    """The jobId in a proxied request's JSON body, if any."""
-    raw = event.get("body")
-    if not isinstance(raw, str) or '"jobId"' not in raw:
-        return None
-    try:
-        data = base64.b64decode(raw) if event.get("isBase64Encoded") else raw
-        payload = json.loads(data)
-    except (ValueError, TypeError):
-        return None
-    job_id = payload.get("jobId") if isinstance(payload, dict) else None
-    return job_id if isinstance(job_id, str) else None
+def split_marks(headers: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """The request's headers without the harness's marks, and the marks (sub as a number)."""
+    kept, marks = [], {}
+    for name, value in headers:
+        key = MARK_HEADERS.get(name.lower())
+        if key is None:
+            kept.append((name, value))
+        else:
+            marks[key] = int(value) if key == "sub" and value.isdigit() else value
+    return kept, marks
 
 
 def _kill(proc: subprocess.Popen[str]) -> None:
@@ -782,17 +797,19 @@ def _make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             if isinstance(body, Outcome):
                 outcome = body
             else:
+                headers, marks = split_marks(list(self.headers.items()))
                 event = build_event(
                     self.command,
                     self.path,
-                    list(self.headers.items()),
+                    headers,
                     body,
                     request_id=request_id,
                     stage=gateway.stage,
                     source_ip=self.client_address[0],
+                    resources=gateway.resources,
                 )
                 try:
-                    outcome = gateway.invoke(event)
+                    outcome = gateway.invoke(event, marks)
                 except Exception:
                     logger.exception("invocation failed inside the gateway")
                     outcome = _json_body(500, {"message": "Internal server error"}, "gateway_error")
@@ -809,8 +826,10 @@ class GatewayProcess:
 
     def __init__(
         self,
-        module: str = "workflow.lambda_function",
+        handler: str,
         *,
+        resources: list[str] | tuple[str, ...] = (),
+        cwd: str | os.PathLike[str] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         instances: int = 3,
@@ -822,15 +841,13 @@ class GatewayProcess:
         python: str = sys.executable,
         ready_timeout: float = 60.0,
     ) -> None:
-        self.cmd = [python, "-m", "harness.gateway", "--host", host, "--port", str(port)]
-        self.cmd += ["--instances", str(instances), "--module", module, "--timeout", str(timeout)]
-        self.cmd += ["--throttle-wait", str(throttle_wait), "--exit-with-parent"]
+        self.cmd = [*gateway_command(handler, resources=resources, host=host, port=port, instances=instances,
+                                     python=python, timeout=timeout, throttle_wait=throttle_wait,
+                                     log=log_path, cwd=cwd), "--exit-with-parent"]  # fmt: skip
         self.log_path = Path(log_path) if log_path else None
-        if log_path:
-            self.cmd += ["--log", str(log_path)]
         self.stderr_path = Path(stderr_path) if stderr_path else None
         self.env = {**os.environ, **(env or {})}
-        paths = [str(REPO_ROOT), *filter(None, self.env.get("PYTHONPATH", "").split(os.pathsep))]
+        paths = [str(HARNESS_ROOT), *filter(None, self.env.get("PYTHONPATH", "").split(os.pathsep))]
         self.env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen[str] | None = None
@@ -845,7 +862,7 @@ class GatewayProcess:
         stderr: IO[str] | None = self.stderr_path.open("a") if self.stderr_path else None
         try:
             self.proc = subprocess.Popen(
-                self.cmd, stdout=subprocess.PIPE, stderr=stderr, env=self.env, cwd=str(REPO_ROOT), text=True
+                self.cmd, stdout=subprocess.PIPE, stderr=stderr, env=self.env, text=True
             )
         finally:
             if stderr is not None:
@@ -918,6 +935,22 @@ class GatewayProcess:
         self.stop()
 
 
+def gateway_command(handler: str, *, resources: list[str] | tuple[str, ...] = (), host: str = "127.0.0.1",
+                    port: int = 0, instances: int = 3, python: str = sys.executable, timeout: float = 29.0,
+                    throttle_wait: float = 10.0, log: str | os.PathLike[str] | None = None,
+                    cwd: str | os.PathLike[str] | None = None) -> list[str]:  # fmt: skip
+    """The command line of a gateway process (one place for both backends and GatewayProcess)."""
+    cmd = [python, "-m", "harness.gateway", "--host", host, "--port", str(port), "--instances", str(instances),
+           "--handler", handler, "--timeout", str(timeout), "--throttle-wait", str(throttle_wait)]  # fmt: skip
+    for r in resources:
+        cmd += ["--resource", r]
+    if log:
+        cmd += ["--log", str(log)]
+    if cwd:
+        cmd += ["--cwd", str(cwd)]
+    return cmd
+
+
 class _Shutdown(Exception):
     pass
 
@@ -934,10 +967,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000, help="0 picks a free port")
     parser.add_argument("--instances", type=int, default=3)
-    parser.add_argument(
-        "--module", default=os.environ.get("HARNESS_LAMBDA_MODULE", "workflow.lambda_function")
-    )
-    parser.add_argument("--handler", default="handler")
+    parser.add_argument("--handler", required=True, help="module:function, the app's Lambda entry point")
+    parser.add_argument("--resource", action="append", default=[], help="an API resource, e.g. /status/{jobId}")
+    parser.add_argument("--cwd", help="working directory of the Lambda instances (the app's directory)")
     parser.add_argument("--log", help="JSON-lines request log")
     parser.add_argument("--timeout", type=float, default=29.0, help="integration timeout, seconds")
     parser.add_argument(
@@ -955,15 +987,16 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s gateway %(levelname)s %(message)s",
     )
-    if args.exit_with_parent:
-        die_with_parent()
+    if args.exit_with_parent:  # not PDEATHSIG: the harness may spawn us from a short-lived thread
+        die_with_parent(pdeathsig=False)
     gateway = Gateway(
-        args.module,
+        args.handler,
+        resources=args.resource,
+        cwd=args.cwd,
         host=args.host,
         port=args.port,
         instances=args.instances,
         log_path=args.log,
-        handler=args.handler,
         timeout=args.timeout,
         throttle_wait=args.throttle_wait,
         cold_start_timeout=args.cold_start_timeout,

@@ -1,4 +1,5 @@
-"""Load: what is submitted when, all drawn from one seed, always through the gateway."""
+"""Load: what is submitted when, all drawn from one seed, always through the gateway, in the shape the
+app's config gives (its submit and status templates)."""
 
 from __future__ import annotations
 
@@ -16,44 +17,36 @@ from urllib.parse import urlsplit
 import requests
 from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_incrementing
 
+from harness.app.spec import AppSpec
 from harness.errors import HarnessError, WaitTimeout
 from harness.history import EventLog
 from harness.waiting import wait_until
-from workflow.steps import expected_result
 
-DOC_TYPES = ("invoice", "contract", "receipt", "report")
-LOST_AFTER_404S = 3
+LOST_AFTER_MISSING = 3  # status answers 'unknown job' this many times in a row: the job is lost
 DIE_AFTER_HANDLER = "/_gateway/faults/die-after-handler"
 
 
 def make_jobs(rng: random.Random, n: int, prefix: str = "job") -> list[dict[str, Any]]:
-    """n unique jobs; the ids and fields come from `rng`, so a seed repeats the same mix."""
-    jobs = []
-    for i in range(n):
-        tag = rng.getrandbits(32)
-        jobs.append(
-            {
-                "jobId": f"{prefix}-{i:03d}-{tag:08x}",
-                "documentUrl": f"https://docs.example/{tag:08x}.pdf",
-                "requesterId": rng.choice(["alice", "bob", "carol", "dave"]),
-                "type": rng.choice(DOC_TYPES),
-            }
-        )
-    return jobs
+    """n unique jobs ({"jobId": ...}); the ids come from `rng`, so a seed repeats the same mix."""
+    return [{"jobId": f"{prefix}-{i:03d}-{rng.getrandbits(32):08x}"} for i in range(n)]
 
 
 class Client:
-    """Submits jobs and polls status through the gateway, logging every request and answer."""
+    """Submits jobs and polls status through the gateway as the app's config says, logging every
+    request and answer. Each submission carries the harness's marks (X-Harness-Sub, X-Harness-Job),
+    which the gateway hands to the Lambda instance beside the event, never to the app."""
 
-    def __init__(
-        self, gateway_url: str, events: EventLog, timeout: float = 35, log_status: bool = False
-    ) -> None:
+    def __init__(self, gateway_url: str, events: EventLog, app: AppSpec, timeout: float = 35,
+                 log_status: bool = False, mark: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.url = gateway_url
         self.events = events
+        self.app = app
         self.timeout = timeout
         self.log_status = log_status  # log every status poll as a `status` event
+        self.mark = mark or {}  # extra fields on every logged event (the canary's `canary: true`)
         self._local = threading.local()
         self._seq = 0
+        self._n = 0
         self._lock = threading.Lock()
 
     def _session(self) -> requests.Session:
@@ -62,26 +55,37 @@ class Client:
         return self._local.s
 
     def register(self, jobs: Iterable[dict[str, Any]]) -> None:
-        """Log each job with its independently computed expected result."""
+        """Give each job its index in the run and its request body; log it (`job` event)."""
         for job in jobs:
-            self.events.append("job", job=job, expected=expected_result(job))
+            with self._lock:
+                self._n += 1
+                job["n"] = self._n
+            method, path, headers, body = self.app.request(job["jobId"], job["n"])
+            job.update(method=method, path=path, headers=headers, body=body)
+            self.events.append("job", job_id=job["jobId"], n=job["n"], method=method, path=path, body=body,
+                               **self.mark)  # fmt: skip
 
     def submit(self, job: dict[str, Any], mode: str = "unique", **fields: Any) -> dict[str, Any]:
-        """POST the job once; `fields` (e.g. case="concurrent") go into both logged events."""
+        """Submit the job once; `fields` (e.g. case="concurrent") go into both logged events."""
+        if "method" not in job:
+            self.register([job])
         with self._lock:
             self._seq += 1
             sub = self._seq
         job_id = job["jobId"]
-        self.events.append("submit", job_id=job_id, sub=sub, mode=mode, **fields)
+        self.events.append("submit", job_id=job_id, sub=sub, mode=mode, **fields, **self.mark)
+        marks = {"X-Harness-Sub": str(sub), "X-Harness-Job": job_id}
         t0 = time.time()
         try:
-            res = self._session().post(f"{self.url}/process-document", json=job, timeout=self.timeout)
-            status, body, instance = res.status_code, _json(res), res.headers.get("x-harness-instance")
+            res = self._session().request(job["method"], f"{self.url}{job['path']}", json=job["body"],
+                                          headers={**job["headers"], **marks}, timeout=self.timeout)  # fmt: skip
+            status, body = res.status_code, _json(res)
+            instance, request = res.headers.get("x-harness-instance"), res.headers.get("x-amzn-RequestId")
         except requests.RequestException as e:
-            status, body, instance = 0, {"error": str(e)}, None
+            status, body, instance, request = 0, {"error": str(e)}, None, None
         return self.events.append(
             "response", job_id=job_id, sub=sub, mode=mode, status=status, body=body, latency=time.time() - t0,
-            instance=instance, **fields,
+            instance=instance, request_id=request, **fields, **self.mark,
         )  # fmt: skip
 
     def submit_until_accepted(
@@ -110,13 +114,18 @@ class Client:
         return answers
 
     def status(self, job_id: str) -> dict[str, Any]:
+        """One status poll: {"http": code, "answer": JSON body, "done": bool}."""
+        method, path = self.app.status_request(job_id)
         try:
-            res = self._session().get(f"{self.url}/status/{job_id}", timeout=self.timeout)
-            st = {"http": res.status_code, **_json(res)}
+            res = self._session().request(method, f"{self.url}{path}", timeout=self.timeout)
+            answer = _json(res)
+            st = {"http": res.status_code, "answer": answer, "done": res.status_code == 200 and self.app.is_done(answer)}
         except requests.RequestException as e:
-            st = {"http": 0, "error": str(e)}
+            st = {"http": 0, "answer": {"error": str(e)}, "done": False}
         if self.log_status:
-            self.events.append("status", job_id=job_id, http=st["http"], status=st.get("status"))
+            field = self.app.done_field
+            self.events.append("status", job_id=job_id, http=st["http"], done=st["done"],
+                               status=str(st["answer"].get(field.split(".")[0]))[:60], **self.mark)  # fmt: skip
         return st
 
     # --- the gateway's fault hook ----------------------------------------------------------
@@ -176,27 +185,30 @@ class Client:
     def wait_done(self, job_ids: Iterable[str], timeout: float, poll: float = 0.25) -> dict[str, float]:
         """Poll status until every job is done; log `completed` for each; WaitTimeout otherwise.
 
-        A job whose status route answers 404 several times in a row though it was accepted is
-        lost: HarnessError at once, rather than waiting out the timeout."""
+        A job whose status route answers 'unknown job' (the config's [status] missing, 404) several
+        times in a row though it was accepted is lost: HarnessError at once, rather than waiting out
+        the timeout."""
         pending = set(job_ids)
         done: dict[str, float] = {}
         unknown: dict[str, int] = {}
+        missing = self.app.missing_status
 
         def all_done() -> bool:
             for job_id in sorted(pending):
                 st = self.status(job_id)
-                if st.get("status") == "done":
-                    self.events.append("completed", job_id=job_id, result=st.get("result"))
+                if st["done"]:
+                    self.events.append("completed", job_id=job_id, result=self.app.result_of(st["answer"]),
+                                       **self.mark)  # fmt: skip
                     done[job_id] = time.time()
                     pending.discard(job_id)
-                unknown[job_id] = unknown.get(job_id, 0) + 1 if st.get("http") == 404 else 0
-            lost = sorted(j for j in pending if unknown.get(j, 0) >= LOST_AFTER_404S)
+                unknown[job_id] = unknown.get(job_id, 0) + 1 if st["http"] == missing else 0
+            lost = sorted(j for j in pending if unknown.get(j, 0) >= LOST_AFTER_MISSING)
             if lost:  # accepted, yet the status route says the job was never submitted
-                self.events.append("lost", job_ids=lost)
+                self.events.append("lost", job_ids=lost, **self.mark)
                 raise HarnessError(
-                    "every accepted job known to the status route (GET /status/<jobId>)",
-                    seen=f"{len(lost)} answered 404 {LOST_AFTER_404S} times, e.g. {lost[:3]}",
-                    hint="the gateway dispatched them under another promise id, or the server lost them",
+                    f"every accepted job known to the status route ({self.app.status_method} {self.app.status_path})",
+                    seen=f"{len(lost)} answered {missing} {LOST_AFTER_MISSING} times, e.g. {lost[:3]}",
+                    hint="the handler dispatched them under another promise id than it polls, or the server lost them",
                 )
             return not pending
 
@@ -205,7 +217,7 @@ class Client:
                        seen=lambda: f"{len(pending)} still processing, e.g. {sorted(pending)[:3]}",
                        hint="look at the worker and server logs in the run directory")  # fmt: skip
         except WaitTimeout:
-            self.events.append("incomplete", job_ids=sorted(pending))
+            self.events.append("incomplete", job_ids=sorted(pending), **self.mark)
             raise
         return done
 

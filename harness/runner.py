@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import pkgutil
 import random
 import shlex
@@ -16,14 +15,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.checks import check
+from harness import effects
+from harness.agent.replay import ORACLE_ENV
+from harness.app.spec import AppSpec
+from harness.canary import Learned, run_canary
+from harness.checks import check, findings
 from harness.cluster.base import Cluster, ClusterConfig
 from harness.errors import HarnessError
 from harness.faults import Nemesis
 from harness.figures import figures
 from harness.history import RUN_META, EventLog, History, snapshot_promises
 from harness.load import Client, make_jobs
-from harness.stack import PROJECT_ROOT, LegacyStack, get_stack
+from harness.stack import LegacyStack, get_stack
 
 RESULTS = "results.json"
 BACKENDS = ("process", "docker")
@@ -32,8 +35,7 @@ BACKENDS = ("process", "docker")
 @dataclass
 class Settings:
     workers: int = 3
-    ttl: int = 2
-    step_seconds: str = "0.5"
+    ttl: int = 2  # the workers' lease, set by the harness whatever the app asks for
     gateway_instances: int = 4
     liveness_deadline_s: float = 60.0
     server_args: list[str] = field(default_factory=list)  # extra `resonate serve` flags
@@ -92,6 +94,20 @@ class RunContext:
     nemesis: Nemesis
     rng: random.Random
     settings: Settings
+    learned: Learned  # what the canary taught the harness about the app (steps, promise ids)
+
+    def steps(self) -> list[str]:
+        """The positions of the app's steps run through ctx.run (what faults can be aimed at)."""
+        steps = self.learned.leaf_steps()
+        if not steps:
+            raise HarnessError("an app whose workflow runs at least one step through ctx.run",
+                               seen=f"the canary job ran none ({self.learned.workflow})")  # fmt: skip
+        return steps
+
+    def middle_step(self) -> str:
+        """A step to strike in single-fault scenarios: the first one with an effect, else the middle one."""
+        effects = [p for p in self.learned.effect_steps() if p in self.steps()]
+        return effects[0] if effects else self.steps()[len(self.steps()) // 2]
 
     def jobs(self, n: int, prefix: str = "job") -> list[dict[str, Any]]:
         jobs = make_jobs(self.rng, n, prefix)
@@ -130,13 +146,12 @@ class RunResult:
 def run(
     name: str,
     *,
+    app: Path | str | None = None,
     backend: str = "process",
     workers: int | None = None,
     seed: int = 7,
     out: Path | None = None,
     server_bin: Path | str | None = None,
-    workflow_module: str | None = None,
-    lambda_module: str | None = None,
     overrides: dict[str, Any] | None = None,
     params: dict[str, int] | None = None,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
@@ -157,16 +172,14 @@ def run(
         raise HarnessError("--workers N with N >= 1", seen=str(settings.workers))
     if backend not in BACKENDS:
         raise HarnessError(f"--backend one of {', '.join(BACKENDS)}", seen=backend)
-    # The SUT modules can be swapped (the harness's own tests run deliberately broken variants).
-    workflow_module = workflow_module or os.environ.get("HARNESS_WORKFLOW_MODULE", "workflow.pipeline")
-    lambda_module = lambda_module or os.environ.get("HARNESS_LAMBDA_MODULE", "workflow.lambda_function")
+    spec = AppSpec.load(app)
     stack = get_stack("legacy", server_bin)
     versions = stack.check_compatible()
     if settings.proxied and backend == "process":
         from harness import toxiproxy
 
         versions["toxiproxy"] = toxiproxy.server_version()
-    run_dir = Path(out or PROJECT_ROOT / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-s{seed}")
+    run_dir = Path(out or Path.cwd() / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-s{seed}").absolute()
     if (run_dir / RUN_META).exists():
         raise HarnessError("an empty or new run directory", seen=f"{run_dir} already holds a run",
                            hint="choose another --out, or remove that directory")  # fmt: skip
@@ -174,17 +187,16 @@ def run(
     meta = {
         "scenario": name, "backend": backend, "stack": stack.name, "seed": seed, "versions": versions,
         "verdicts": sc.verdicts, "settings": asdict(settings),
-        "sut": {"workflow_module": workflow_module, "lambda_module": lambda_module},
-        "command": reproduce_command(name, backend, settings.workers, seed, params or {}),
+        "app": {**spec.summary(), "missing_status": spec.missing_status,
+                "effects": {"kinds": list(spec.effects.kinds)} if spec.effects else None},
+        "command": reproduce_command(name, backend, settings.workers, seed, params or {}, app),
     }  # fmt: skip
     (run_dir / RUN_META).write_text(json.dumps(meta, indent=1))
-    log(f"harness: {name} on {backend}, {settings.workers} workers, seed {seed}; "
-        f"server {versions['server']}, sdk {versions['sdk']}; run dir {run_dir}")  # fmt: skip
+    log(f"harness: {name} on {backend}, {settings.workers} workers, seed {seed}; app {spec.root}; "
+        f"server {versions['server']}; run dir {run_dir}")  # fmt: skip
     config = ClusterConfig(
-        run_dir=run_dir, stack=stack, workers=settings.workers, ttl=settings.ttl,
-        step_seconds=settings.step_seconds, gateway_instances=settings.gateway_instances,
-        workflow_module=workflow_module, lambda_module=lambda_module, server_args=settings.server_args,
-        proxied=settings.proxied,
+        run_dir=run_dir, stack=stack, app=spec, workers=settings.workers, ttl=settings.ttl,
+        gateway_instances=settings.gateway_instances, server_args=settings.server_args, proxied=settings.proxied,
     )  # fmt: skip
     events = EventLog(run_dir, echo=log)
     try:
@@ -193,9 +205,14 @@ def run(
             events.append("phase", name="cluster-up", workers=cluster.live_workers())
             if extra := cluster.versions():  # e.g. the Toxiproxy running in a container
                 meta["versions"].update(extra)
-                (run_dir / RUN_META).write_text(json.dumps(meta, indent=1))
-            ctx = RunContext(cluster, events, Client(cluster.gateway_url, events), Nemesis(cluster, events),
-                             random.Random(seed), settings)  # fmt: skip
+            learned = run_canary(cluster, events, timeout=settings.ttl + 30)
+            meta["app"]["learned"] = learned.as_dict()
+            meta["versions"]["sdk"] = learned.sdk.get("worker", versions.get("sdk"))
+            (run_dir / RUN_META).write_text(json.dumps(meta, indent=1))
+            log(f"harness: canary done: promise ids {learned.scheme or 'opaque'}, workflow {learned.workflow}, "
+                f"steps {', '.join(f'{s['pos']}:{s['fn']}' for s in learned.steps) or 'none'}")  # fmt: skip
+            ctx = RunContext(cluster, events, Client(cluster.gateway_url, events, spec),
+                             Nemesis(cluster, events, learned.scheme), random.Random(seed), settings, learned)  # fmt: skip
             try:
                 sc.body(ctx)
             except HarnessError as e:
@@ -208,10 +225,22 @@ def run(
                 events.append("worker-exit", target=worker, code=code)
                 log(f"harness: {worker} exited by itself (code {code}); see its log in the run directory")
             events.append("phase", name="done")
-            snapshot_promises(cluster.server_api, run_dir)
+            collect(cluster, run_dir, log)
     finally:
         events.close()
     return RunResult(run_dir, check_run(run_dir))
+
+
+def collect(cluster: Cluster, run_dir: Path, log: Callable[[str], None]) -> None:
+    """What the checks read besides the logs: the server's promises, the app's effects, the replay."""
+    snapshot_promises(cluster.server_api, run_dir)
+    app = cluster.config.app
+    effects.save(run_dir, effects.count(app, run_dir, cluster.tool_env()))
+    code, err = cluster.run_app_tool(["-m", "harness.agent.replay", str(run_dir), str(app.worker_script)],
+                                     extra={ORACLE_ENV: app.oracle} if app.oracle else {})  # fmt: skip
+    (cluster.config.logs_dir / "replay.log").write_text(err)
+    if code != 0:
+        log(f"harness: the offline replay of the app's workflow failed (exit {code}); see logs/replay.log")
 
 
 def check_run(run_dir: Path) -> dict[str, Any]:
@@ -222,21 +251,26 @@ def check_run(run_dir: Path) -> dict[str, Any]:
     errors = h.of_kind("error")
     if errors:
         verdicts["run"] = {"ok": False, "detail": f"the scenario stopped early: {errors[0]['error']}"}
+    learned = meta.get("app", {}).get("learned", {})
     results = {
         "scenario": meta["scenario"], "backend": meta["backend"], "stack": meta["stack"], "seed": meta["seed"],
         "versions": meta["versions"],
+        "app": {**{k: v for k, v in meta.get("app", {}).items() if k not in ("learned", "missing_status")},
+                "promise_id_scheme": learned.get("scheme"), "workflow": learned.get("workflow"),
+                "steps": learned.get("steps", []), "ttl": learned.get("ttl")},
         "jobs": {"submitted": len(h.of_kind("submit")), "unique": len(h.jobs()),
                  "completed": len({e["job_id"] for e in h.of_kind("completed")})},
         "faults": [
             {"kind": f["fault"], "target": f["target"], "at": round(f["t"] - _t0(h), 3),
-             **{k: f[k] for k in ("job", "step") if k in f}}
+             **{k: _step_value(f[k]) if k == "step" else f[k] for k in ("job", "step", "site") if k in f}}
             for f in h.faults()
         ] + [
             {"kind": f"failpoint-{r['action']}", "target": r["worker"], "at": round(r["t"] - _t0(h), 3),
-             "job": r["job"], "step": r["step"], "site": r["at"]}
-            for r in h.ledger if r["ev"] == "failpoint"
+             "job": h.job_of.get(r["root"]), "step": _step_value(r["pos"]), "site": r["at"]}
+            for r in h.records("failpoint") if r.get("action") != "hold" and r.get("root") in h.job_of
         ],
         "verdicts": verdicts,
+        "findings": findings(h),
         "incidents": [{"kind": e["kind"], "target": e["target"], "code": e["code"], "at": round(e["t"] - _t0(h), 3)}
                       for e in h.of_kind("worker-exit")],
         "figures": figures(h),
@@ -251,12 +285,20 @@ def check_run(run_dir: Path) -> dict[str, Any]:
     return results
 
 
+def _step_value(pos: Any) -> Any:
+    """A step position as results.json gives it: 3 for "3", "4.1" stays a string."""
+    return int(pos) if isinstance(pos, str) and pos.isdigit() else pos
+
+
 def _t0(h: History) -> float:
     return h.events[0]["t"] if h.events else 0.0
 
 
-def reproduce_command(name: str, backend: str, workers: int, seed: int, params: dict[str, int]) -> str:
+def reproduce_command(name: str, backend: str, workers: int, seed: int, params: dict[str, int],
+                      app: Path | str | None = None) -> str:  # fmt: skip
     words = ["harness", "run", name, "--backend", backend, "--workers", str(workers), "--seed", str(seed)]
+    if app is not None:
+        words += ["--app", str(Path(app).expanduser().resolve())]
     for key, value in sorted(params.items()):
         words += ["--param", f"{key}={value}"]
     return shlex.join(words)

@@ -1,12 +1,14 @@
-"""What is specific to one Resonate generation (server flags, promise ids, value encoding).
+"""What is specific to one Resonate generation (server flags, promise tags, value encoding).
 
-Everything outside `workflow/` goes through a Stack, so a second generation (the Rust server with
-the async SDK) can plug in by adding a class here. Only the legacy stack exists today.
+Everything outside the agent goes through a Stack, so a second generation (the Rust server with the
+async SDK) can plug in by adding a class here. Only the legacy stack exists today. Promise ids are
+the app's business: the harness learns them from the run (harness.agent.hooks).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -102,14 +104,6 @@ class LegacyStack:
 
     # --- reading promises -------------------------------------------------------------------
     @staticmethod
-    def root_id(job_id: str) -> str:
-        return f"doc/{job_id}"
-
-    @staticmethod
-    def child_id(job_id: str, step: int) -> str:
-        return f"doc/{job_id}.{step}"
-
-    @staticmethod
     def is_root(promise: dict[str, Any]) -> bool:
         return promise.get("tags", {}).get("resonate:scope") == "global"
 
@@ -125,15 +119,21 @@ class LegacyStack:
             return None
         return json.loads(base64.b64decode(data))
 
-    def job_of_root(self, promise: dict[str, Any]) -> str | None:
-        """The jobId a root promise was created for, read from its call arguments."""
-        param = self.decode(promise.get("param"))
-        try:
-            args = param["args"]
-            args = args.get("py/tuple", args) if isinstance(args, dict) else args
-            return args[0]["jobId"]
-        except (TypeError, KeyError, IndexError):
-            return None
+    @classmethod
+    def digest(cls, value: dict[str, Any] | None) -> str:
+        """The digest of a stored value, comparable with the ledger's `vd` (harness.agent.hooks.encoded)."""
+        canon = json.dumps(cls.decode(value), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha1(canon.encode()).hexdigest()[:16]
+
+
+def position_key(pos: str) -> tuple[int | str, ...]:
+    """Sort key of a step position: "2" < "4" < "4.1" < "10"."""
+    return tuple(int(p) if p.isdigit() else p for p in pos.split(".")) if pos else ()
+
+
+def is_under(pos: str, ancestor: str) -> bool:
+    """Whether `pos` is `ancestor` or one of its sub-steps ("4.1" is under "4")."""
+    return pos == ancestor or pos.startswith(ancestor + ".")
 
 
 def get_stack(name: str = "legacy", server_bin: Path | str | None = None) -> LegacyStack:

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.checks import Attempt, Hit, attempts, completion_times, hits
+from harness.checks import Hit, completion_times, hits
 from harness.errors import HarnessError
 from harness.figures import recoveries
+from harness.history import Execution as Run
 from harness.history import History
+from harness.stack import position_key
 
 INSTANT = frozenset(
     {"kill", "kill-worker"}
@@ -29,7 +31,7 @@ RUN_META = "run.json"
 # result, say) is shown as-is under "Other results".
 KNOWN_RESULT_KEYS = frozenset(
     {"scenario", "backend", "stack", "seed", "versions", "jobs", "faults", "verdicts", "incidents", "figures",
-     "command"}
+     "command", "app", "findings"}
 )  # fmt: skip
 
 
@@ -38,7 +40,7 @@ class Execution:
     """One execution of one step: a bar on the timeline."""
 
     job: str
-    step: int
+    step: str
     name: str
     worker: str
     pid: int
@@ -79,7 +81,7 @@ class FaultRow:
     target: str
     at: float | None
     job: str | None = None
-    step: int | None = None
+    step: str | None = None
     step_name: str | None = None
     site: str | None = None
     victim: str | None = None  # the worker whose execution was struck
@@ -131,8 +133,9 @@ class RunView:
         return len({r.n for r in self.fault_rows})
 
     @property
-    def step_names(self) -> dict[int, str]:
-        return {x.step: x.name for lane in self.lanes for x in lane.executions}
+    def step_names(self) -> dict[str, str]:
+        names = {x.step: x.name for lane in self.lanes for x in lane.executions}
+        return dict(sorted(names.items(), key=lambda kv: position_key(kv[0])))
 
 
 def _read_json(path: Path, problems: list[str]) -> dict[str, Any]:
@@ -187,7 +190,7 @@ def _rows_from_results(results: dict[str, Any]) -> list[FaultRow]:
     """Without a history, the fault table has what results.json lists (no recovery times)."""
     return [
         FaultRow(n=i, kind=f.get("kind", "?"), target=f.get("target", "?"), at=f.get("at"), job=f.get("job"),
-                 step=f.get("step"), site=f.get("site"))
+                 step=None if f.get("step") is None else str(f.get("step")), site=f.get("site"))
         for i, f in enumerate(results.get("faults") or [], 1)
     ]  # fmt: skip
 
@@ -212,15 +215,16 @@ def _from_history(view: RunView, h: History) -> None:
         (f["fault"], f["target"], f["t"], f) for f in h.faults()
     ]
     faults += [
-        (f"failpoint-{r['action']}", r["worker"], r["t"], r) for r in h.ledger if r["ev"] == "failpoint"
+        (f"failpoint-{r['action']}", r["worker"], r["t"], {**r, "job": h.job_of.get(r["root"]), "step": r["pos"]})
+        for r in h.records("failpoint") if r.get("action") != "hold" and r.get("root") in h.job_of
     ]
     faults.sort(key=lambda f: f[2])
     rec = {(r["fault"], r["target"], r["t"], r["job"], r["step"]): r for r in recoveries(h)}
 
-    all_jobs = list(h.jobs()) + sorted({r["job"] for r in h.ledger if "job" in r} - set(h.jobs()))
-    runs: dict[str, list[Attempt]] = {j: attempts(h, j) for j in all_jobs}
-    by_attempt = {a.attempt: a for xs in runs.values() for a in xs}
-    step_names = {r["step"]: r["name"] for r in h.ledger if r["ev"] == "start" and "name" in r}
+    all_jobs = list(h.jobs())
+    runs: dict[str, list[Run]] = {j: h.executions(j) for j in all_jobs}
+    by_attempt = {a.exec: a for xs in runs.values() for a in xs}
+    step_names = {a.pos: a.fn for xs in runs.values() for a in xs}
 
     rows: list[FaultRow] = []
     for n, (kind, target, t, f) in enumerate(faults, 1):
@@ -231,13 +235,14 @@ def _from_history(view: RunView, h: History) -> None:
         xs = by_fault.get((kind, target, t), [])
         view.marks.append(FaultMark(kind, target, rel(t) or 0.0, until, sorted({x.job for x in xs})))
         if not xs:
-            rows.append(FaultRow(n, kind, target, rel(t), job=f.get("job"), step=f.get("step"),
-                                 step_name=step_names.get(f.get("step")), site=f.get("at") if kind.startswith("failpoint") else None,
+            step = None if f.get("step") is None else str(f.get("step"))
+            rows.append(FaultRow(n, kind, target, rel(t), job=f.get("job"), step=step,
+                                 step_name=step_names.get(step or ""), site=f.get("at") if kind.startswith("failpoint") else None,
                                  note="nothing in flight on the target"))  # fmt: skip
             continue
         for x in xs:
-            r = rec.get((x.fault, x.target, x.t, x.job, x.step), {})
-            victim = by_attempt.get(x.attempt) if x.attempt else None
+            r = rec.get((x.fault, x.target, x.t, x.job, x.pos), {})
+            victim = by_attempt.get(x.exec) if x.exec else None
             note = ""
             if r.get("restart_s") is None:
                 if victim is not None and victim.end is not None:
@@ -247,7 +252,7 @@ def _from_history(view: RunView, h: History) -> None:
             elif victim is not None and victim.end is not None and victim.end > x.t:
                 note = f"the struck execution still finished, {victim.end - x.t:.2f} s after the fault"
             rows.append(FaultRow(
-                n, kind, target, rel(t), job=x.job, step=x.step, step_name=step_names.get(x.step),
+                n, kind, target, rel(t), job=x.job, step=x.pos, step_name=step_names.get(x.pos),
                 site=x.site, victim=victim.worker if victim else (target if target != "server" else None),
                 restart_s=r.get("restart_s"), restart_worker=r.get("restart_worker"), done_s=r.get("done_s"),
                 note=note,
@@ -255,7 +260,7 @@ def _from_history(view: RunView, h: History) -> None:
     view.fault_rows = rows
 
     # Lanes: one per job, in order of first submission (then first execution).
-    hit_of = {x.attempt: x for x in struck if x.attempt}
+    hit_of = {x.exec: x for x in struck if x.exec}
     submitted: dict[str, float] = {}
     for e in h.of_kind("submit"):
         submitted.setdefault(e["job_id"], e["t"])
@@ -268,7 +273,7 @@ def _from_history(view: RunView, h: History) -> None:
             job, submitted=rel(submitted.get(job)), done=rel(done.get(job)), faulted=job in faulted_jobs
         )
         for a in runs[job]:
-            x = hit_of.get(a.attempt)
+            x = hit_of.get(a.exec)
             if a.end is None:
                 fate, drawn = "cut", (x.t if x and x.t >= a.start else end_of_run)
             elif x is not None and x.t < a.end:
@@ -276,7 +281,7 @@ def _from_history(view: RunView, h: History) -> None:
             else:
                 fate, drawn = "ok", a.end
             lane.executions.append(Execution(
-                job, a.step, step_names.get(a.step, f"step {a.step}"), a.worker, a.pid, rel(a.start) or 0.0,
+                job, a.pos, a.fn, a.worker, a.pid, rel(a.start) or 0.0,
                 rel(a.end), rel(drawn) or 0.0, fate, x.fault if x else None,
             ))  # fmt: skip
         lanes.append(lane)

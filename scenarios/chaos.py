@@ -16,7 +16,6 @@ JOBS, DUPLICATED, KILLS = 50, 10, 6
     verdicts=["exactly_once", "dedup", "replay", "liveness", "no_loss"],
     workers=4,
     ttl=2,
-    step_seconds="0.3",
     # A task the server has just sent to a worker that is then killed, before it claimed the task,
     # waits for the server's claim timeout (--aio-poll-ttc, 1 min by default) before it is resent:
     # the deadline covers that, with the server's defaults.

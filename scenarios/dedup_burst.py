@@ -11,7 +11,6 @@ UNIQUE, COPIES = 20, 10
     "dedup-burst",
     verdicts=["exactly_once", "dedup", "liveness", "no_loss"],
     workers=3,
-    step_seconds="0.1",
     gateway_instances=8,
 )
 def dedup_burst(ctx: RunContext) -> None:

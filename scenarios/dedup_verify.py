@@ -10,7 +10,6 @@ from harness.runner import RunContext, scenario
     "dedup-verify",
     verdicts=["exactly_once", "dedup", "liveness", "no_loss"],
     workers=3,
-    step_seconds="0.2",
     gateway_instances=8,
     params={"jobs": dedup.DEFAULT_JOBS, "copies": dedup.DEFAULT_COPIES},
     extras=dedup.extras,

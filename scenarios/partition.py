@@ -5,17 +5,21 @@ Proxied process backend: every worker reaches the server through its own pair of
 connections and refuses new ones while its process runs on.
 
 What resonate-sdk 0.6.7 with server v0.8.2 was seen to do (see the report of the runs):
-- The cut-off worker does not crash. Its step body runs to its end locally (the sink write included:
-  the idempotent sink keeps whichever write came first, often the cut-off worker's), then the SDK
-  retries the checkpoint write every second, and the SSE stream every 5 s, for ever.
+- The cut-off worker does not crash. Its step body runs to its end locally (the reference app's sink
+  write included: the idempotent sink keeps whichever write came first, often the cut-off worker's),
+  then the SDK retries the checkpoint write every second, and the SSE stream every 5 s, for ever.
 - `partition`: healed after the takeover worker finished the job. The cut-off worker's retried
   writes are answered 200 (promise completions are idempotent on the promise id, strict=false, and
   not fenced by the task lease), it finds step 5 and the root already resolved, and its complete-task
   is answered 200 because the task is already completed. No step runs a third time.
-- `partition-early-heal`: healed while both are inside step 4. The cut-off worker, its lease long
-  gone, finishes first: it resolves the step 4 checkpoint, runs step 5 and resolves the root; the
-  worker holding the lease then finds every checkpoint resolved. The job completes once, but by the
-  worker that had lost its lease: correctness rests on deterministic steps and an idempotent sink.
+- `partition-early-heal`: healed while both are inside the step. The cut-off worker, its lease long
+  gone, finishes first: it resolves the step's checkpoint, runs the later steps and resolves the
+  root; the worker holding the lease then finds every checkpoint resolved. The job completes once,
+  but by the worker that had lost its lease: correctness rests on deterministic steps and an
+  idempotent sink.
+
+Both strike the middle step (the first with an effect, if the app has one), held at its start by a
+failpoint so the cut lands inside it whatever the app's step durations.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import time
 from harness.runner import RunContext, scenario
 from harness.waiting import wait_until
 
-STEP = 4  # store_results: the step with an effect at the sink, made long so the cut lands inside it
 # Unlike a paused worker (zombie), a cut-off worker's SSE connection is closed by the proxy, so the
 # server drops it from the group at once and re-dispatches the task to a connected worker as soon
 # as the lease expires: no claim timeout is involved.
@@ -38,7 +41,6 @@ SETTINGS = {
     "verdicts": ["exactly_once", "replay", "liveness", "no_loss"],
     "workers": 3,
     "ttl": 2,
-    "step_seconds": "0.3,0.3,0.3,6.0,0.3",  # a long step 4 to be cut off in
     "liveness_deadline_s": 30,
     "proxied": True,
 }
@@ -46,12 +48,14 @@ SETTINGS = {
 
 @scenario("partition", **SETTINGS)
 def partition(ctx: RunContext) -> None:
-    """Cut the worker in step 4 off from the server (its proxies disabled) until another worker has
-    taken the job over and finished it; heal the link; let the cut-off worker reconnect and settle."""
+    """Cut the worker in the middle step off from the server (its proxies disabled) until another
+    worker has taken the job over and finished it; heal the link; let the cut-off worker reconnect."""
     job = ctx.jobs(1, "partition")[0]
-    ctx.phase("load")
+    step = ctx.middle_step()
+    ctx.nemesis.strike(job["jobId"], step)
+    ctx.phase("load", step=step)
     ctx.client.submit(job)
-    cut = ctx.nemesis.partition(job["jobId"], STEP)
+    cut = ctx.nemesis.partition(job["jobId"], step)
     worker = cut["target"]
     try:
         ctx.nemesis.wait_rerun(cut, timeout=TAKEOVER_TIMEOUT_S)
@@ -77,26 +81,32 @@ def partition(ctx: RunContext) -> None:
 
 @scenario("partition-early-heal", **SETTINGS)
 def partition_early_heal(ctx: RunContext) -> None:
-    """Cut the worker in step 4 off; heal its link as soon as another worker has taken the job over,
-    while both are inside step 4. The cut-off worker, whose lease is gone, finishes its step first:
-    its checkpoint and the rest of the job are accepted (promise completions are not fenced by the
-    task lease), and the worker that holds the lease finds the job's checkpoints already resolved."""
+    """Cut the worker in the middle step off; heal its link as soon as another worker has taken the
+    job over, while both are inside the step. The cut-off worker, whose lease is gone, finishes its
+    step first: its checkpoint and the rest of the job are accepted (promise completions are not
+    fenced by the task lease), and the worker that holds the lease finds the checkpoints resolved."""
     job = ctx.jobs(1, "early-heal")[0]
-    ctx.phase("load")
+    step = ctx.middle_step()
+    first = ctx.nemesis.strike(job["jobId"], step)
+    ctx.phase("load", step=step)
     ctx.client.submit(job)
-    cut = ctx.nemesis.partition(job["jobId"], STEP)
+    cut = ctx.nemesis.partition(job["jobId"], step, release=False)  # the cut-off worker stays in the step
+    ctx.nemesis.strike(job["jobId"], step)  # ... and so will the worker that takes the job over
     try:
-        takeover = ctx.nemesis.wait_rerun(cut, timeout=TAKEOVER_TIMEOUT_S)
+        takeover = ctx.nemesis.held(job["jobId"], step, timeout=TAKEOVER_TIMEOUT_S)
     finally:
         ctx.nemesis.heal(cut["target"])
+        ctx.nemesis.release(first)
+    time.sleep(1.0)  # the cut-off worker, healed, finishes first
+    ctx.nemesis.release(takeover["fp_spec"])
     ctx.wait_done([job["jobId"]])
     ctx.phase("settle")  # the history must hold the end of both executions of the step
 
     def ended(attempt: str) -> bool:
         ledger = ctx.nemesis.ledger.read()
-        return any(r["ev"] == "end" and r["attempt"] == attempt for r in ledger)
+        return any(r["ev"] == "end" and r["exec"] == attempt for r in ledger)
 
-    for attempt in (cut["attempt"], takeover["attempt"]):
-        wait_until(lambda a=attempt: ended(a), timeout=TAKEOVER_TIMEOUT_S, expected=f"attempt {attempt} of step "
-                   f"{STEP} to end", hint="the step is long (6 s); both executions run to their end")  # fmt: skip
+    for attempt in (cut["attempt"], takeover["exec"]):
+        wait_until(lambda a=attempt: ended(a), timeout=TAKEOVER_TIMEOUT_S, expected=f"execution {attempt} of step "
+                   f"{step} to end", hint="both executions run to their end once released")  # fmt: skip
     time.sleep(ctx.settings.ttl + 1)

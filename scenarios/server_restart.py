@@ -9,14 +9,19 @@ from harness.runner import RunContext, scenario
     "server-restart",
     verdicts=["exactly_once", "replay", "liveness", "no_loss"],
     workers=3,
-    step_seconds="0.5",
     liveness_deadline_s=60,
 )
 def server_restart(ctx: RunContext) -> None:
-    """Twelve jobs in flight; the server is SIGKILLed during step 2 of one of them, down 2 s."""
+    """Twelve jobs in flight; the server is SIGKILLed while a worker runs the second step of one of
+    them (the first, if the workflow has one step), down 2 s."""
     jobs = ctx.jobs(12, "srv")
+    steps = ctx.steps()
+    step = steps[min(1, len(steps) - 1)]
+    first = jobs[0]["jobId"]
+    ctx.nemesis.strike(first, step)
     ctx.phase("load")
     ctx.client.burst(jobs)
-    ctx.nemesis.wait_in_flight(jobs[0]["jobId"], 2)
+    held = ctx.nemesis.held(first, step)
     ctx.nemesis.crash_server(down=2.0)
+    ctx.nemesis.release(held["fp_spec"])
     ctx.wait_done([j["jobId"] for j in jobs])

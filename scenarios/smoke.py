@@ -5,7 +5,7 @@ from __future__ import annotations
 from harness.runner import RunContext, scenario
 
 
-@scenario("smoke", verdicts=["exactly_once", "liveness", "no_loss"], workers=2, step_seconds="0.1")
+@scenario("smoke", verdicts=["exactly_once", "liveness", "no_loss"], workers=2)
 def smoke(ctx: RunContext) -> None:
     """Five jobs through the gateway, no faults."""
     jobs = ctx.jobs(5, "smoke")

@@ -6,7 +6,6 @@ import time
 
 from harness.runner import RunContext, scenario
 
-STEP = 4  # store_results: the step with an effect at the sink
 # A frozen worker keeps its SSE connection open, and the server picks an any-cast recipient at
 # random among the group's connections: a redelivered task can land on the frozen worker and
 # wait there until the claim timeout (--aio-poll-ttc, 1 min by default) resends it. The scenario
@@ -19,16 +18,18 @@ TAKEOVER_TIMEOUT_S = 40
     verdicts=["exactly_once", "replay", "liveness", "no_loss"],
     workers=3,
     ttl=2,
-    step_seconds="0.3,0.3,0.3,2.0,0.3",
     liveness_deadline_s=30,
     server_args=["--aio-poll-ttc=2s"],
 )
 def zombie(ctx: RunContext) -> None:
-    """SIGSTOP the worker in step 4 until another worker has taken the job over; then SIGCONT."""
+    """SIGSTOP the worker in the middle step (the first with an effect, if any) until another worker
+    has taken the job over; then SIGCONT: the zombie finishes its step too."""
     job = ctx.jobs(1, "zombie")[0]
-    ctx.phase("load")
+    step = ctx.middle_step()
+    ctx.nemesis.strike(job["jobId"], step)
+    ctx.phase("load", step=step)
     ctx.client.submit(job)
-    paused = ctx.nemesis.pause(job["jobId"], STEP)
+    paused = ctx.nemesis.pause(job["jobId"], step)
     try:
         ctx.nemesis.wait_rerun(paused, timeout=TAKEOVER_TIMEOUT_S)
     finally:

@@ -1,52 +1,62 @@
 """The durable document pipeline run by the worker group (as in the seeds).
 
 Each `yield ctx.run(step, ...)` is a checkpoint: a child promise `doc/<jobId>.<n>` on the server.
-The step bodies are the pure functions of `workflow.steps`, wrapped by `harness.probe.execute`
-so every execution is recorded in the ledger and can be hit by a failpoint.
+The step bodies are the pure functions of `steps`; each takes WORKFLOW_STEP_SECONDS (one value, or
+five comma-separated ones); store_results and notify_requester write to the idempotent sink.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+import os
+import time
+from collections.abc import Generator
 from typing import Any
 
+import sink
+import steps
 from resonate import Context
-
-from harness import probe
-from workflow import sink, steps
 
 Job = dict[str, Any]
 
 
-def _effect(job: Job, kind: str) -> Callable[[Any, str], None]:
-    def write(value: Any, attempt: str) -> None:
-        sink.write(job["jobId"], kind, str(value), worker=probe.worker_id(), attempt=attempt)
+def _duration(step: int) -> float:
+    values = [float(x) for x in os.environ.get("WORKFLOW_STEP_SECONDS", "0.2").split(",")]
+    return values[0] if len(values) == 1 else values[step - 1]
 
-    return write
+
+def _work(step: int) -> None:
+    time.sleep(_duration(step))
 
 
 def download_document(ctx: Context, job: Job) -> int:
-    return probe.execute(job, 1, "download_document", lambda: steps.download_document(job))
+    _work(1)
+    return steps.download_document(job)
 
 
 def extract_text(ctx: Context, job: Job, page_count: int) -> str:
-    return probe.execute(job, 2, "extract_text", lambda: steps.extract_text(job, page_count))
+    _work(2)
+    return steps.extract_text(job, page_count)
 
 
 def analyze_document(ctx: Context, job: Job, text: str) -> dict[str, Any]:
-    return probe.execute(job, 3, "analyze_document", lambda: steps.analyze_document(job, text))
+    _work(3)
+    return steps.analyze_document(job, text)
 
 
 def store_results(ctx: Context, job: Job, summary: str, data: dict[str, Any]) -> str:
-    return probe.execute(
-        job, 4, "store_results", lambda: steps.store_results(job, summary, data), _effect(job, "stored")
-    )
+    stored_at = steps.store_results(job, summary, data)
+    time.sleep(_duration(4) / 2)
+    sink.write(job["jobId"], "stored", stored_at)
+    time.sleep(_duration(4) / 2)
+    return stored_at
 
 
 def notify_requester(ctx: Context, job: Job, stored_at: str) -> str:
-    return probe.execute(
-        job, 5, "notify_requester", lambda: steps.notify_requester(job, stored_at), _effect(job, "notified")
-    )
+    notified_at = steps.notify_requester(job, stored_at)
+    time.sleep(_duration(5) / 2)
+    sink.write(job["jobId"], "notified", notified_at)
+    time.sleep(_duration(5) / 2)
+    return notified_at
 
 
 def process_document(ctx: Context, job: Job) -> Generator[Any, Any, dict[str, Any]]:

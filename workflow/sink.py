@@ -1,7 +1,7 @@
 """The idempotent sink that store_results and notify_requester write to: one row per (jobId, kind).
 
-A SQLite file (path in WORKFLOW_SINK) shared by all workers of a run. The primary key makes a
-repeated write a no-op; the harness counts rows per (jobId, kind) to see duplicate effects.
+A SQLite file (path in WORKFLOW_SINK) shared by all workers. The primary key makes a repeated write
+a no-op; the harness counts rows per (jobId, kind) to see duplicate effects (harness.toml [effects]).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from contextlib import closing
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS effects (job_id TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL,"
-    " worker TEXT, attempt TEXT, t REAL{constraint})"
+    " pid INTEGER, t REAL{constraint})"
 )
 
 
@@ -24,10 +24,10 @@ def connect(path: str | None = None, *, unique: bool = True) -> sqlite3.Connecti
     return conn
 
 
-def write(job_id: str, kind: str, value: str, *, worker: str, attempt: str) -> None:
+def write(job_id: str, kind: str, value: str) -> None:
     """Record an effect once: a second write for the same (job_id, kind) changes nothing."""
     with closing(connect()) as conn:
         conn.execute(
-            "INSERT INTO effects VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, kind) DO NOTHING",
-            (job_id, kind, value, worker, attempt, time.time()),
+            "INSERT INTO effects VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id, kind) DO NOTHING",
+            (job_id, kind, value, os.getpid(), time.time()),
         )

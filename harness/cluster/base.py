@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -10,6 +11,11 @@ from pathlib import Path
 
 import requests
 
+from harness.agent.failpoints import FAILPOINTS_ENV
+from harness.agent.hooks import APP_ROOT_ENV, EFFECT_ENV, TTL_ENV
+from harness.agent.ledger import LEDGER_ENV, MEMBER_ENV
+from harness.agent.worker import PATH_ENV
+from harness.app.spec import AppSpec
 from harness.errors import HarnessError
 from harness.stack import LegacyStack
 from harness.waiting import wait_until
@@ -19,12 +25,10 @@ from harness.waiting import wait_until
 class ClusterConfig:
     run_dir: Path
     stack: LegacyStack
+    app: AppSpec
     workers: int = 3
-    ttl: int = 2  # worker lease (task ttl) in seconds; heartbeats every ttl/2
-    step_seconds: str = "0.5"  # WORKFLOW_STEP_SECONDS for the workers
+    ttl: int = 2  # worker lease (task ttl) in seconds, set by the harness; heartbeats every ttl/2
     gateway_instances: int = 4
-    workflow_module: str = "workflow.pipeline"
-    lambda_module: str = "workflow.lambda_function"
     server_args: list[str] = field(default_factory=list)
     python: str = sys.executable
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -43,6 +47,40 @@ class ClusterConfig:
     @property
     def logs_dir(self) -> Path:
         return self.run_dir / "logs"
+
+    @property
+    def failpoints_file(self) -> Path:
+        return self.run_dir / "failpoints" / "armed.json"
+
+    def member_env(self, host: str, store_port: int, poll_port: int, worker: str | None = None) -> dict[str, str]:
+        """What every app process gets on both backends: the SDK's own connection variables, the
+        app's [app.env] table, and the agent's settings. `host`/ports: where this member reaches the
+        server; paths are the same inside containers (the run and app directories are mounted at
+        their own paths)."""
+        app = self.app
+        values = {"host": host, "store_port": store_port, "poll_port": poll_port, "run_dir": self.run_dir,
+                  "app_dir": app.root}  # fmt: skip
+        env = {
+            "PYTHONUNBUFFERED": "1",
+            "RESONATE_HOST": f"http://{host}",
+            "RESONATE_HOST_STORE": f"http://{host}",
+            "RESONATE_HOST_MESSAGE_SOURCE": f"http://{host}",
+            "RESONATE_PORT_STORE": str(store_port),
+            "RESONATE_PORT_MESSAGE_SOURCE": str(poll_port),
+            **app.app_env(values),
+            "HARNESS_RUN_DIR": str(self.run_dir),
+            LEDGER_ENV: str(self.ledger_dir),
+            FAILPOINTS_ENV: str(self.failpoints_file),
+            APP_ROOT_ENV: str(app.root),
+            PATH_ENV: os.pathsep.join(app.import_roots()),
+            TTL_ENV: str(self.ttl),
+            **self.extra_env,
+        }
+        if app.effects is not None and app.effects.function:
+            env[EFFECT_ENV] = app.effects.function
+        if worker is not None:
+            env[MEMBER_ENV] = worker
+        return env
 
 
 class Cluster(abc.ABC):
@@ -104,6 +142,15 @@ class Cluster(abc.ABC):
     @abc.abstractmethod
     def unexpected_exits(self) -> dict[str, int]:
         """Workers that are gone though the harness neither killed nor stopped them: exit codes."""
+
+    # the app's own tools (the offline replay)
+    @abc.abstractmethod
+    def run_app_tool(self, args: list[str], extra: dict[str, str] | None = None, timeout: float = 300) -> tuple[int, str]:
+        """Run `python ARGS` where the app's processes run, in their environment: (exit code, stderr)."""
+
+    @abc.abstractmethod
+    def tool_env(self) -> dict[str, str]:
+        """The environment an app tool run on this host gets (an [effects] command)."""
 
     # server
     @abc.abstractmethod

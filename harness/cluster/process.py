@@ -11,10 +11,12 @@ from pathlib import Path
 
 import requests
 
+from harness.agent.lifecycle import PARENT_PID_ENV
 from harness.cluster.base import Cluster, ClusterConfig
 from harness.cluster.links import LINK_PORTS, Link, ProxiedLinks
 from harness.errors import HarnessError
-from harness.stack import PROJECT_ROOT, Ports
+from harness.gateway import gateway_command
+from harness.stack import Ports
 from harness.toxiproxy import Toxiproxy, ToxiproxyServer, listen_port
 from harness.waiting import free_port, wait_until
 
@@ -78,45 +80,37 @@ class ProcessCluster(ProxiedLinks, Cluster):
     # --- environment ----------------------------------------------------------------------
     @property
     def failpoints_dir(self) -> Path:
-        return self.config.run_dir / "failpoints"
+        return self.config.failpoints_file.parent
 
-    def env(self, **extra: str) -> dict[str, str]:
-        c = self.config
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(PROJECT_ROOT),
-            "PYTHONUNBUFFERED": "1",
-            OWNER_ENV: str(os.getpid()),
-            "HARNESS_RUN_DIR": str(c.run_dir),
-            "HARNESS_LEDGER_DIR": str(c.ledger_dir),
-            "HARNESS_FAILPOINTS": str(self.failpoints_dir / "armed.json"),
-            "HARNESS_WORKFLOW_MODULE": c.workflow_module,
-            "HARNESS_LAMBDA_MODULE": c.lambda_module,
-            "RESONATE_HOST": "http://127.0.0.1",
-            "RESONATE_STORE_PORT": str(self.ports.api),
-            "RESONATE_MSG_PORT": str(self.ports.poll),
-            "WORKFLOW_TTL": str(c.ttl),
-            "WORKFLOW_STEP_SECONDS": c.step_seconds,
-            "WORKFLOW_SINK": str(c.run_dir / "sink.db"),
-            **c.extra_env,
-            **extra,
-        }
-        return env
+    def env(self, member: dict[str, str] | None = None) -> dict[str, str]:
+        """The harness's environment, the owner marks the reaper and watchdogs look for, and (for an
+        app process) the member environment shared with the docker backend."""
+        return {**os.environ, OWNER_ENV: str(os.getpid()), PARENT_PID_ENV: str(os.getpid()), **(member or {})}
 
-    def _spawn(self, args: list[str], log_name: str, **extra_env: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, args: list[str], log_name: str, env: dict[str, str] | None = None,
+               cwd: Path | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
         if self._stopped:  # a fault thread must not start processes after the teardown
             raise HarnessError("a running cluster", seen="it was stopped", hint="stop fault threads first")
         log = open(self.config.logs_dir / log_name, "ab")  # noqa: SIM115 - owned by the child
         try:
-            return subprocess.Popen(
-                args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.env(**extra_env),
-            )
+            return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env or self.env(), cwd=cwd)  # fmt: skip
         finally:
             log.close()
+
+    def tool_env(self) -> dict[str, str]:
+        return self.env(self.config.member_env("127.0.0.1", self.ports.api, self.ports.poll))
+
+    def run_app_tool(self, args: list[str], extra: dict[str, str] | None = None, timeout: float = 300) -> tuple[int, str]:
+        env = {**self.env(self.config.member_env("127.0.0.1", self.ports.api, self.ports.poll, worker="tool")),
+               **(extra or {})}  # fmt: skip
+        env.pop("HARNESS_LEDGER_DIR", None)  # a tool writes nothing into the run's ledger
+        try:
+            res = subprocess.run([self.config.python, *args], env=env, cwd=self.config.app.root, capture_output=True,
+                                 text=True, timeout=timeout, check=False)  # fmt: skip
+        except subprocess.TimeoutExpired as e:
+            return 124, f"timed out after {timeout:g}s: {e.stderr or ''}"
+        return res.returncode, res.stderr
 
     # --- server ---------------------------------------------------------------------------
     def start_server(self) -> None:
@@ -158,15 +152,16 @@ class ProcessCluster(ProxiedLinks, Cluster):
 
     def _start_worker(self, worker: str) -> None:
         self._downed.discard(worker)
-        extra = {"HARNESS_WORKER_ID": worker}
+        api, poll = self.ports.api, self.ports.poll
         link = None
         if self.config.proxied:  # the worker dials its own proxies; the harness reads the server directly
             link = self.links.get(worker) or self._make_link(worker)
-            extra["RESONATE_STORE_PORT"] = str(link.ports["api"])
-            extra["RESONATE_MSG_PORT"] = str(link.ports["poll"])
+            api, poll = link.ports["api"], link.ports["poll"]
         before = self.poll_connections()
-        args = [self.config.python, "-m", "workflow.worker"]
-        self.workers[worker] = self._spawn(args, f"{worker}.log", **extra)
+        app = self.config.app
+        args = [self.config.python, "-m", "harness.agent.worker", str(app.worker_script)]
+        member = self.config.member_env("127.0.0.1", api, poll, worker=worker)
+        self.workers[worker] = self._spawn(args, f"{worker}.log", self.env(member), cwd=app.root)
         if link is None or not link.cut:  # a worker (re)started behind a cut link cannot connect yet
             self.wait_connections(before + 1)
 
@@ -237,13 +232,11 @@ class ProcessCluster(ProxiedLinks, Cluster):
     # --- gateway --------------------------------------------------------------------------
     def _start_gateway(self) -> None:
         c = self.config
-        args = [
-            c.python, "-m", "harness.gateway",
-            "--host", "127.0.0.1", "--port", str(self.gateway_port),
-            "--instances", str(c.gateway_instances), "--module", c.lambda_module,
-            "--log", str(c.logs_dir / "gateway-requests.jsonl"),
-        ]  # fmt: skip
-        self.gateway = self._spawn(args, "gateway.log")
+        args = [*gateway_command(c.app.handler, resources=c.app.gateway_resources(), port=self.gateway_port,
+                                 instances=c.gateway_instances, python=c.python, cwd=c.app.root,
+                                 log=c.logs_dir / "gateway-requests.jsonl"), "--exit-with-parent"]  # fmt: skip
+        member = c.member_env("127.0.0.1", self.ports.api, self.ports.poll)
+        self.gateway = self._spawn(args, "gateway.log", self.env(member))
 
         def ready() -> bool:
             if self.gateway is not None and self.gateway.poll() is not None:

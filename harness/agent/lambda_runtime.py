@@ -1,12 +1,14 @@
 """A Lambda-like instance process: one cold start, then one invocation at a time.
 
-``python -m harness.lambda_runtime --module workflow.lambda_function [--handler handler]``
-imports the module once (its cold start; the module can also come from env
-``HARNESS_LAMBDA_MODULE``), then speaks JSON lines: stdin carries requests, stdout replies.
+``python -m harness.agent.lambda_runtime --handler module:function`` installs the SDK hooks
+(harness.agent.hooks), imports the app's handler module once (its cold start; import roots from
+HARNESS_APP_PATH), then speaks JSON lines: stdin carries requests, stdout replies. A request's
+``harness`` fields (the submission it carries) name the invocation in the ledger's dispatch records.
 
     -> (after import)  {"type": "ready", "pid": 123, "module": "...", "init_ms": 41.2}
     -> (import failed) {"type": "init_error", "errorType": "...", "errorMessage": "..."}
-    <- {"id": "r1", "event": {...API Gateway proxy event...}, "deadline_ms": 1700000000000}
+    <- {"id": "r1", "event": {...API Gateway proxy event...}, "deadline_ms": 1700000000000,
+        "harness": {"sub": 12, "job": "j1"}}
     -> {"type": "result", "id": "r1", "response": {...}, "duration_ms": 3.1}
     -> {"type": "error", "id": "r1", "errorType": "...", "errorMessage": "...", "stackTrace": [...]}
 
@@ -18,49 +20,21 @@ stderr, where all logs go. The process exits when stdin closes, and dies with it
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable
 from typing import IO, Any
 
-PR_SET_PDEATHSIG = 1
-PARENT_PID_ENV = "HARNESS_PARENT_PID"
+from harness.agent import hooks, lifecycle
+from harness.agent.worker import prepare_imports
 
-logger = logging.getLogger("harness.lambda_runtime")
-
-
-def die_with_parent(expected_ppid: int | None = None, poll_s: float = 0.5) -> None:
-    """Make this process die when its parent does: PR_SET_PDEATHSIG (Linux) plus a watchdog.
-
-    PDEATHSIG fires when the parent *thread* that forked us exits, so spawn from a long-lived
-    thread. The watchdog thread covers non-Linux systems and the fork/prctl race.
-    """
-    parent = expected_ppid if expected_ppid is not None else os.getppid()
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:
-        os._exit(1)
-
-    def watch() -> None:
-        while True:
-            time.sleep(poll_s)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+logger = logging.getLogger("harness.agent.lambda_runtime")
 
 
 class LambdaContext:
@@ -119,11 +93,15 @@ def _invoke(
     deadline_ms = float(request.get("deadline_ms") or time.time() * 1000 + 29_000)
     ctx = LambdaContext(request_id, function_name, deadline_ms)
     start = time.perf_counter()
+    marks = request.get("harness") if isinstance(request.get("harness"), dict) else {}
+    hooks.set_invocation(request_id, **marks)
     try:
         response = handler(event, ctx)
     except Exception as e:
         logger.exception("invocation %s failed", req_id)
         return _error_reply(req_id, e)
+    finally:
+        hooks.set_invocation(None)
     duration_ms = round((time.perf_counter() - start) * 1000, 3)
     return {"type": "result", "id": req_id, "response": response, "duration_ms": duration_ms}
 
@@ -132,6 +110,8 @@ def serve(module_name: str, handler_name: str = "handler") -> int:
     """Import the module (cold start), then serve invocations until stdin closes."""
     out = _take_stdout()
     start = time.perf_counter()
+    prepare_imports()
+    hooks.install("lambda")
     try:
         module = importlib.import_module(module_name)
         handler = getattr(module, handler_name)
@@ -163,20 +143,19 @@ def serve(module_name: str, handler_name: str = "handler") -> int:
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--module", default=os.environ.get("HARNESS_LAMBDA_MODULE"))
-    parser.add_argument("--handler", default=os.environ.get("HARNESS_LAMBDA_HANDLER", "handler"))
+    parser.add_argument("--handler", required=True, help="module:function, the app's Lambda entry point")
     args = parser.parse_args(argv)
-    if not args.module:
-        parser.error("--module or HARNESS_LAMBDA_MODULE is required")
+    module, sep, function = args.handler.partition(":")
+    if not sep or not module or not function:
+        parser.error("--handler module:function")
 
     logging.basicConfig(
         level=os.environ.get("HARNESS_LOG_LEVEL", "INFO"),
         stream=sys.stderr,
         format=f"%(asctime)s lambda[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
     )
-    parent = os.environ.get(PARENT_PID_ENV)
-    die_with_parent(int(parent) if parent and parent.isdigit() else None)
-    code = serve(args.module, args.handler)
+    lifecycle.die_with_parent_if_asked(pdeathsig=True)
+    code = serve(module, function)
     sys.stderr.flush()
     # SDK threads may block interpreter shutdown; an instance simply ends.
     os._exit(code)
