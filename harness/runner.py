@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import pkgutil
@@ -10,7 +11,7 @@ import shlex
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,10 @@ class RunContext:
     settings: Settings
     learned: Learned  # what the canary taught the harness about the app (steps, promise ids)
 
+    @property
+    def run_dir(self) -> Path:
+        return self.cluster.config.run_dir
+
     def steps(self) -> list[str]:
         """The positions of the app's steps run through ctx.run (what faults can be aimed at)."""
         steps = self.learned.leaf_steps()
@@ -156,18 +161,50 @@ def run(
     params: dict[str, int] | None = None,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
 ) -> RunResult:
+    """Run scenario `name` on the app and check it."""
     scenarios = load_scenarios()
     if name not in scenarios:
         raise HarnessError(f"a scenario, one of: {', '.join(sorted(scenarios))}", seen=name)
     sc = scenarios[name]
+    unknown = sorted(set(params or {}) - set(sc.settings.params))
+    if unknown:
+        known = ", ".join(sorted(sc.settings.params)) or "none"
+        raise HarnessError(f"--param names this scenario knows ({known})", seen=", ".join(unknown))
     settings = Settings(**{**asdict(sc.settings), **(overrides or {})})
+    settings.params = {**settings.params, **(params or {})}
     if workers is not None:
         settings.workers = workers
-    unknown = sorted(set(params or {}) - set(settings.params))
-    if unknown:
-        known = ", ".join(sorted(settings.params)) or "none"
-        raise HarnessError(f"--param names this scenario knows ({known})", seen=", ".join(unknown))
-    settings.params = {**settings.params, **(params or {})}
+    with session(name, sc.verdicts, settings, app=app, backend=backend, seed=seed, out=out, server_bin=server_bin,
+                 log=log, command=reproduce_command(name, backend, settings.workers, seed, params or {}, app)) as ctx:  # fmt: skip
+        try:
+            sc.body(ctx)
+        except HarnessError as e:
+            ctx.events.append("error", error=e.oneline())
+            log(f"harness: scenario stopped early: {e.oneline()}")
+        except Exception as e:  # a bug in a scenario must still leave a checkable history
+            ctx.events.append("error", error=repr(e), trace=traceback.format_exc())
+            log(f"harness: scenario raised {e!r}")
+    return RunResult(ctx.run_dir, check_run(ctx.run_dir))
+
+
+@contextlib.contextmanager
+def session(
+    name: str,
+    verdicts: list[str],
+    settings: Settings,
+    *,
+    app: Path | str | None = None,
+    backend: str = "process",
+    seed: int = 7,
+    out: Path | None = None,
+    server_bin: Path | str | None = None,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+    command: str | None = None,
+) -> Iterator[RunContext]:
+    """A running cluster for the app, its canary done: what a scenario (or a user's pytest test)
+    works with. On the way out, whatever happened inside, the history is completed (the server's
+    promises, the app's effects, the offline replay) and the cluster is torn down; `check_run`
+    then computes the verdicts from the run directory."""
     if settings.workers < 1:
         raise HarnessError("--workers N with N >= 1", seen=str(settings.workers))
     if backend not in BACKENDS:
@@ -186,10 +223,10 @@ def run(
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = {
         "scenario": name, "backend": backend, "stack": stack.name, "seed": seed, "versions": versions,
-        "verdicts": sc.verdicts, "settings": asdict(settings),
+        "verdicts": verdicts, "settings": asdict(settings),
         "app": {**spec.summary(), "missing_status": spec.missing_status,
                 "effects": {"kinds": list(spec.effects.kinds)} if spec.effects else None},
-        "command": reproduce_command(name, backend, settings.workers, seed, params or {}, app),
+        "command": command,
     }  # fmt: skip
     (run_dir / RUN_META).write_text(json.dumps(meta, indent=1))
     log(f"harness: {name} on {backend}, {settings.workers} workers, seed {seed}; app {spec.root}; "
@@ -214,21 +251,15 @@ def run(
             ctx = RunContext(cluster, events, Client(cluster.gateway_url, events, spec),
                              Nemesis(cluster, events, learned.scheme), random.Random(seed), settings, learned)  # fmt: skip
             try:
-                sc.body(ctx)
-            except HarnessError as e:
-                events.append("error", error=e.oneline())
-                log(f"harness: scenario stopped early: {e.oneline()}")
-            except Exception as e:  # a bug in a scenario must still leave a checkable history
-                events.append("error", error=repr(e), trace=traceback.format_exc())
-                log(f"harness: scenario raised {e!r}")
-            for worker, code in cluster.unexpected_exits().items():
-                events.append("worker-exit", target=worker, code=code)
-                log(f"harness: {worker} exited by itself (code {code}); see its log in the run directory")
-            events.append("phase", name="done")
-            collect(cluster, run_dir, log)
+                yield ctx
+            finally:
+                for worker, code in cluster.unexpected_exits().items():
+                    events.append("worker-exit", target=worker, code=code)
+                    log(f"harness: {worker} exited by itself (code {code}); see its log in the run directory")
+                events.append("phase", name="done")
+                collect(cluster, run_dir, log)
     finally:
         events.close()
-    return RunResult(run_dir, check_run(run_dir))
 
 
 def collect(cluster: Cluster, run_dir: Path, log: Callable[[str], None]) -> None:
