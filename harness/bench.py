@@ -1115,11 +1115,12 @@ def main(args: argparse.Namespace) -> int:
     if args.compare:
         print_compare(*args.compare)
         return 0
-    from harness.stack import PROJECT_ROOT
+    from harness.install import ensure_tools
 
     if args.instances < 1 or args.connections < 1 or args.max_points < 1 or args.start_rate <= 0:
         raise HarnessError("--instances, --connections, --max-points >= 1 and --start-rate > 0")
-    out = Path(args.out or PROJECT_ROOT / "runs" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    ensure_tools(args.server_bin)
+    out = Path(args.out or Path.cwd() / "runs" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}").absolute()
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

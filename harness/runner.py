@@ -26,6 +26,7 @@ from harness.errors import HarnessError
 from harness.faults import Nemesis
 from harness.figures import figures
 from harness.history import RUN_META, EventLog, History, snapshot_promises
+from harness.install import ensure_tools
 from harness.load import Client, make_jobs
 from harness.stack import LegacyStack, get_stack
 
@@ -42,6 +43,7 @@ class Settings:
     server_args: list[str] = field(default_factory=list)  # extra `resonate serve` flags
     params: dict[str, int] = field(default_factory=dict)  # scenario knobs, settable with --param K=V
     proxied: bool = False  # workers reach the server through Toxiproxy (link faults; process backend)
+    gateway_timeout_s: float = 29.0  # the gateway's integration timeout (API Gateway's is 29 s)
 
 
 @dataclass
@@ -210,6 +212,7 @@ def session(
     if backend not in BACKENDS:
         raise HarnessError(f"--backend one of {', '.join(BACKENDS)}", seen=backend)
     spec = AppSpec.load(app)
+    ensure_tools(server_bin, toxiproxy=settings.proxied, log=log)  # `harness setup`, once, if missing
     stack = get_stack("legacy", server_bin)
     versions = stack.check_compatible()
     if settings.proxied and backend == "process":
@@ -234,6 +237,7 @@ def session(
     config = ClusterConfig(
         run_dir=run_dir, stack=stack, app=spec, workers=settings.workers, ttl=settings.ttl,
         gateway_instances=settings.gateway_instances, server_args=settings.server_args, proxied=settings.proxied,
+        gateway_timeout=settings.gateway_timeout_s,
     )  # fmt: skip
     events = EventLog(run_dir, echo=log)
     try:

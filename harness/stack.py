@@ -18,11 +18,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from harness import paths
 from harness.errors import HarnessError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SERVER_BIN = PROJECT_ROOT / ".tools" / "bin" / "resonate"
+# the directory holding the harness package: a source checkout, or site-packages when installed
+PROJECT_ROOT = paths.SOURCE_ROOT
 SERVER_BIN_ENV = "RESONATE_SERVER_BIN"
+SETUP_HINT = "run `harness setup`"
+
+
+def default_server_bin() -> Path:
+    """The server `harness setup` installs (the per-user cache; a checkout's old .tools/bin build)."""
+    return paths.tool_path("resonate")
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ class LegacyStack:
     required_serve_flags = ("--aio-poll-addr", "--api-http-addr", "--aio-store-sqlite-path")
 
     def __init__(self, server_bin: Path | str | None = None) -> None:
-        self.server_bin = Path(server_bin or os.environ.get(SERVER_BIN_ENV) or DEFAULT_SERVER_BIN)
+        self.server_bin = Path(server_bin or os.environ.get(SERVER_BIN_ENV) or default_server_bin())
 
     # --- versions and compatibility -------------------------------------------------------
     def sdk_version(self) -> str:
@@ -58,7 +65,7 @@ class LegacyStack:
         if not self.server_bin.is_file() or not os.access(self.server_bin, os.X_OK):
             raise HarnessError(
                 f"no Resonate server binary at {self.server_bin}",
-                hint=f"run scripts/install-server.sh, or pass --server-bin / set {SERVER_BIN_ENV}",
+                hint=f"{SETUP_HINT}, or pass --server-bin / set {SERVER_BIN_ENV}",
             )
         out = self._run("--version")
         m = re.search(r"(\d+\.\d+\.\d+)", out)
@@ -79,7 +86,7 @@ class LegacyStack:
             raise HarnessError(
                 f"a legacy server speaking the protocol of {self.sdk_package} {sdk} (subscriptions, poll plugin)",
                 seen=f"server {server} at {self.server_bin} lacks {', '.join(missing)}",
-                hint="use server v0.8.2 (scripts/install-server.sh)",
+                hint=f"use server v0.8.2 ({SETUP_HINT}, and unset {SERVER_BIN_ENV})",
             )
         return {"server": server, "sdk": sdk}
 

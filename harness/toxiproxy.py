@@ -1,7 +1,7 @@
 """Toxiproxy: TCP proxies between workers and the server, to cut, slow down or reset one link.
 
 The kernel the harness runs on has no `tc netem`, so link faults are made in user space by
-Toxiproxy (Shopify, Go; installed by scripts/install-toxiproxy.sh). This module starts and stops
+Toxiproxy (Shopify, Go; installed by `harness setup`). This module starts and stops
 a `toxiproxy-server` process on a free loopback port and talks to its small HTTP API:
 
 - a proxy listens on one address and forwards to an upstream; disabling it closes its listener
@@ -26,13 +26,12 @@ from typing import Any
 
 import requests
 
+from harness import paths
 from harness.errors import HarnessError
-from harness.stack import PROJECT_ROOT
 from harness.waiting import free_port, wait_until
 
 BIN_ENV = "TOXIPROXY_SERVER_BIN"
-DEFAULT_BIN = PROJECT_ROOT / ".tools" / "bin" / "toxiproxy-server"
-INSTALL_HINT = f"run scripts/install-toxiproxy.sh, or set {BIN_ENV} to a toxiproxy-server binary"
+INSTALL_HINT = f"run `harness setup`, or set {BIN_ENV} to a toxiproxy-server binary"
 STREAMS = ("downstream", "upstream")
 # toxic type -> the attributes it takes (all integers, milliseconds or KB/s)
 TOXIC_TYPES: dict[str, tuple[str, ...]] = {
@@ -47,7 +46,7 @@ TOXIC_TYPES: dict[str, tuple[str, ...]] = {
 
 def server_bin(path: Path | str | None = None) -> Path:
     """The toxiproxy-server binary to run; HarnessError (exit 2 in the CLI) if there is none."""
-    binary = Path(path or os.environ.get(BIN_ENV) or DEFAULT_BIN)
+    binary = Path(path or os.environ.get(BIN_ENV) or paths.tool_path("toxiproxy-server"))
     if not binary.is_file() or not os.access(binary, os.X_OK):
         raise HarnessError(f"a toxiproxy-server binary at {binary} (for link faults)", hint=INSTALL_HINT)
     return binary

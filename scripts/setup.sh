@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# All set-up from a fresh clone, idempotent: venv + project, Resonate server, Toxiproxy, and with
+# All set-up from a fresh clone, idempotent: venv + project, Resonate server and Toxiproxy (`harness
+# setup`: into ~/.cache/resonate-harness, or $RESONATE_HARNESS_CACHE), and with
 # --docker the Docker engine (when none answers and we are root). Later runs reuse what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +19,7 @@ if [[ ! -f "$stamp" ]]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
-scripts/install-server.sh
-if [[ -x scripts/install-toxiproxy.sh ]]; then scripts/install-toxiproxy.sh; fi
+.venv/bin/harness setup   # the Resonate server and Toxiproxy, built once into the per-user cache
 if [[ "${1:-}" == "--docker" ]]; then
   if ! scripts/install-docker.sh; then
     echo "setup: no Docker engine; the docker-backend tests will be skipped (CI fails them)" >&2

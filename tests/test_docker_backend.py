@@ -1,8 +1,9 @@
-"""The Docker backend: clusters start and leave nothing behind, and its faults really happen.
+"""The Docker backend: clusters of any app start and leave nothing behind, and its faults really happen.
 
-Needs a Docker daemon and the server binary: without them these tests skip with the reason on a
-developer machine and fail in CI (CI=true). Only resources labelled with a run this test made (or
-whose owner process this test killed) are ever touched, so the tests can run next to other runs.
+Needs a Docker daemon and the server binary (the conftest fixtures `docker_daemon`, `server_ready`):
+without them these tests skip with the reason on a developer machine and fail in CI (CI=true).
+Only resources labelled with a run this test made (or whose owner process this test killed) are
+ever touched, so the tests can run next to other runs.
 """
 
 from __future__ import annotations
@@ -22,11 +23,21 @@ import docker
 import pytest
 import requests
 
+from harness.app.spec import AppSpec
 from harness.cluster.base import ClusterConfig
-from harness.cluster.docker import L_OWNER, L_ROLE, L_RUN, DockerCluster, owner_labels, remove_leftovers
+from harness.cluster.docker import (
+    HARNESS_MOUNT,
+    HARNESS_PACKAGE,
+    L_OWNER,
+    L_ROLE,
+    L_RUN,
+    DockerCluster,
+    owner_labels,
+    remove_leftovers,
+)
 from harness.cluster.images import docker_client
 from harness.errors import HarnessError
-from harness.stack import PROJECT_ROOT, get_stack
+from harness.stack import get_stack
 from harness.toxiproxy import server_version
 from harness.waiting import wait_until
 
@@ -49,7 +60,7 @@ def make_cluster(
 
     def make(**kwargs: Any) -> DockerCluster:
         config = ClusterConfig(
-            **{"run_dir": tmp_path / f"run{len(made)}", "stack": get_stack(), "workers": 1,
+            **{"run_dir": tmp_path / f"run{len(made)}", "stack": get_stack(), "app": AppSpec.load(None), "workers": 1,
                "gateway_instances": 1, **kwargs}
         )  # fmt: skip
         cluster = DockerCluster(config)
@@ -113,23 +124,71 @@ def container_env(container: Any) -> dict[str, str]:
 
 
 def worker_pids(cluster: DockerCluster, worker: str) -> list[int]:
-    """The pids a worker's incarnations reported in its log ("worker W pid N started")."""
+    """The pids a worker's incarnations reported in its log (the apps here print "worker pid N started")."""
     log = cluster.worker_container(worker).logs().decode()
-    return [int(m) for m in re.findall(rf"worker {worker} pid (\d+) started", log)]
+    return [int(m) for m in re.findall(r"worker pid (\d+) started", log)]
+
+
+TINY_WORKER = textwrap.dedent(
+    """
+    import os, threading
+    from resonate import Resonate
+
+    resonate = Resonate.remote(group="worker", host=os.environ["TINY_HOST"], store_port=os.environ["TINY_STORE"],
+                               message_source_port=os.environ["TINY_POLL"])
+
+    @resonate.register
+    def hello(ctx, name):
+        return f"hello {name}"
+
+    if __name__ == "__main__":
+        resonate.start()
+        print(f"worker pid {os.getpid()} started in {os.getcwd()}", flush=True)
+        threading.Event().wait()
+    """
+)
+TINY_CONFIG = textwrap.dedent(
+    """
+    [app]
+    handler = "api.handler:handler"
+    worker = "bin/serve.py"
+    [app.env]
+    TINY_HOST = "http://{host}"
+    TINY_STORE = "{store_port}"
+    TINY_POLL = "{poll_port}"
+    [submit]
+    path = "/hello"
+    body = { name = "{job}" }
+    """
+)
+
+
+def make_tiny_app(root: Path) -> AppSpec:
+    """An app that is not the reference app: its own names for the server's address, its own layout."""
+    (root / "bin").mkdir(parents=True)
+    (root / "api").mkdir()
+    (root / "harness.toml").write_text(TINY_CONFIG)
+    (root / "requirements.txt").write_text("resonate-sdk==0.6.7\n")
+    (root / "bin" / "serve.py").write_text(TINY_WORKER)
+    (root / "api" / "__init__.py").write_text("")
+    (root / "api" / "handler.py").write_text(
+        "import json, os\n\ndef handler(event, context):\n"
+        "    return {'statusCode': 200, 'body': json.dumps({'path': event['path'], 'cwd': os.getcwd()})}\n"
+    )
+    return AppSpec.load(root)
 
 
 # --- lifecycle --------------------------------------------------------------------------------------
-def test_start_and_stop_leave_nothing_behind(
+def test_any_app_starts_and_stop_leaves_nothing_behind(
     make_cluster: Callable[..., DockerCluster], client: docker.DockerClient, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    """Relative run dir, broken SUT modules from tests/ (mounted project), everything labelled and removed."""
+    """An app made here (its own env names and layout), a relative run dir, a cwd that is not this
+    repo; the harness mounted read-only, the app's files in its image; everything labelled and removed."""
+    app = make_tiny_app(tmp_path / "tiny app")
     monkeypatch.chdir(tmp_path)
-    c = make_cluster(
-        run_dir=Path("rel-run"), workflow_module="tests.broken.unsafe_sink",
-        lambda_module="tests.broken.random_id_lambda",
-    )  # fmt: skip
-    run_dir = (tmp_path / "rel-run").resolve()
+    c = make_cluster(run_dir=Path("rel-run"), app=app)
+    run_dir = (tmp_path / "rel-run").absolute()
     label = f"{L_RUN}={c.run_id}"
     up = resources(client, label)
     assert up == {
@@ -144,19 +203,57 @@ def test_start_and_stop_leave_nothing_behind(
         assert attrs["Config"]["Labels"][L_OWNER] == str(os.getpid())
         for bindings in (attrs["HostConfig"]["PortBindings"] or {}).values():
             assert all(b["HostIp"] == "127.0.0.1" for b in bindings), (name, bindings)
-        if not name.endswith("-server"):
-            mounts = {m["Destination"]: m["Source"] for m in attrs["Mounts"]}
-            assert mounts[str(run_dir)] == str(run_dir) and mounts[str(PROJECT_ROOT)] == str(PROJECT_ROOT)
+        if name.endswith("-server"):
+            continue
+        mounts = {m["Destination"]: (m["Source"], m["RW"]) for m in attrs["Mounts"]}
+        assert mounts == {
+            str(run_dir): (str(run_dir), True),
+            f"{HARNESS_MOUNT}/harness": (str(HARNESS_PACKAGE), False),
+        }
+        assert attrs["Config"]["WorkingDir"] == str(app.root) and attrs["Config"]["Image"] == c.app_image
+        env = container_env(client.containers.get(name))
+        assert env["PYTHONPATH"] == HARNESS_MOUNT and env["HOME"] == "/tmp"
+        assert (env["TINY_HOST"], env["TINY_STORE"], env["TINY_POLL"]) == (
+            f"http://{c.server_name}",
+            "8001",
+            "8002",
+        )
+        assert env["HARNESS_RUN_DIR"] == str(run_dir) and env["HARNESS_APP_ROOT"] == str(app.root)
+        assert not [k for k in env if k.startswith("WORKFLOW_") or k == "RESONATE_STORE_PORT"], env
+    worker_env = container_env(c.worker_container("worker-1"))
+    assert worker_env["HARNESS_WORKER_ID"] == "worker-1"
+    assert c.worker_container("worker-1").attrs["Config"]["Cmd"] == ["python", "-m", "harness.agent.worker",
+                                                                      str(app.root / "bin" / "serve.py")]  # fmt: skip
     assert c.live_workers() == ["worker-1"] and c.unexpected_exits() == {}
-    assert requests.get(f"{c.gateway_url}/_gateway/instances", timeout=5).ok
     assert c.poll_connections() >= 1  # the worker
+    got = requests.post(f"{c.gateway_url}/hello", json={"name": "x"}, timeout=10)
+    assert got.status_code == 200 and got.json() == {"path": "/hello", "cwd": str(app.root)}, got.text
+
+    # the app's tools: a one-off container of the app's image, on the run network, then removed
+    code, err = c.run_app_tool(
+        ["-c", "import os, sys, socket; socket.create_connection((os.environ['TINY_HOST'][7:], 8001), timeout=5); "
+               "print(os.getcwd(), os.environ['HARNESS_WORKER_ID'], 'HARNESS_LEDGER_DIR' in os.environ, "
+               "os.environ['EXTRA'], sep='|', file=sys.stderr); sys.exit(3)"],
+        extra={"EXTRA": "given"},
+    )  # fmt: skip
+    assert (code, err.strip().split("|")) == (3, [str(app.root), "tool", "False", "given"]), err
+    code, err = c.run_app_tool(["-c", "import time; time.sleep(30)"], timeout=2)
+    assert code == 124 and "timed out" in err
+    assert len(resources(client, label)["containers"]) == 3  # no tool container left
+    host_env = c.tool_env()
+    assert host_env["TINY_HOST"] == "http://127.0.0.1" and host_env["PATH"] == os.environ["PATH"]
+    assert requests.get(f"{c.server_api}/promises?id=x&limit=1", timeout=5).ok
+    assert int(host_env["TINY_STORE"]) == c.api_port and int(host_env["TINY_POLL"]) == c.poll_port
+
     c.stop()
     c.stop()  # twice is fine
     assert nothing(resources(client, label)), resources(client, label)
     logs = {p.name for p in (run_dir / "logs").iterdir()}
     assert {"server.log", "worker-1.log", "gateway.log", "containers.json"} <= logs
-    assert "started" in (run_dir / "logs" / "worker-1.log").read_text()
+    assert f"started in {app.root}" in (run_dir / "logs" / "worker-1.log").read_text()
     assert (run_dir / "server" / "resonate.db").exists()
+    with pytest.raises(HarnessError, match="stopped"):
+        c.run_app_tool(["-c", "pass"])
 
 
 def test_eight_workers_on_two_cores(
@@ -260,9 +357,10 @@ def test_proxied_partition_closes_the_workers_connections_and_heal_restores_them
     for w in ("worker-1", "worker-2"):  # each worker dials its own proxies
         host, api, poll = c.worker_server(w)
         assert host == c.toxiproxy_name and {api, poll} == set(c.link(w).ports.values())
-        env = container_env(c.worker_container(w))
+        env = container_env(c.worker_container(w))  # the reference app's own names ([app.env]) and the SDK's
         assert (env["RESONATE_HOST"], env["RESONATE_STORE_PORT"], env["RESONATE_MSG_PORT"]) == (
             f"http://{host}", str(api), str(poll))  # fmt: skip
+        assert (env["RESONATE_PORT_STORE"], env["RESONATE_PORT_MESSAGE_SOURCE"]) == (str(api), str(poll))
         wait_until(lambda w=w: c.link_connections(w)["poll"] == 1, timeout=10,
                    expected=f"{w}'s SSE stream through its poll proxy", seen=lambda w=w: str(c.link_connections(w)))  # fmt: skip
     connected = c.poll_connections()
@@ -321,7 +419,9 @@ def test_a_latency_toxic_slows_one_workers_link(
 
 
 def test_an_unproxied_docker_cluster_refuses_link_faults(docker_daemon: None, tmp_path: Path) -> None:
-    c = DockerCluster(ClusterConfig(run_dir=tmp_path, stack=get_stack()))  # not started: nothing is created
+    c = DockerCluster(
+        ClusterConfig(run_dir=tmp_path, stack=get_stack(), app=AppSpec.load(None))
+    )  # not started
     try:
         for call in (lambda: c.add_link_toxic("worker-1", "latency", {"latency": 10}),
                      lambda: c.link_connections("worker-1"), lambda: c.remove_link_toxic("worker-1")):  # fmt: skip
@@ -371,7 +471,7 @@ def test_a_backend_without_partitions_says_so(tmp_path: Path) -> None:
     for name in sorted(Minimal.__abstractmethods__):
         setattr(Minimal, name, lambda *a, **k: None)
     Minimal.__abstractmethods__ = frozenset()
-    m = Minimal(ClusterConfig(run_dir=tmp_path, stack=get_stack()))
+    m = Minimal(ClusterConfig(run_dir=tmp_path, stack=get_stack(), app=AppSpec.load(None)))
     with pytest.raises(HarnessError, match="not supported by this backend"):
         m.partition_worker("worker-1")
     with pytest.raises(HarnessError, match="not supported by this backend"):
@@ -383,11 +483,12 @@ CRASHING_RUN = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
+    from harness.app.spec import AppSpec
     from harness.cluster.base import ClusterConfig
     from harness.cluster.docker import DockerCluster
     from harness.stack import get_stack
-    c = DockerCluster(ClusterConfig(run_dir=Path(sys.argv[1]), stack=get_stack(), workers=1, gateway_instances=1,
-                                    proxied=sys.argv[2] == "proxied"))
+    c = DockerCluster(ClusterConfig(run_dir=Path(sys.argv[1]), stack=get_stack(), app=AppSpec.load(None), workers=1,
+                                    gateway_instances=1, proxied=sys.argv[2] == "proxied"))
     c.start()
     print("UP", c.run_id, flush=True)
     time.sleep(600)
@@ -403,7 +504,7 @@ def test_leftovers_of_a_dead_owner_are_removed(
     if mode == "proxied":
         request.getfixturevalue("toxiproxy_bin")
     proc = subprocess.Popen([sys.executable, "-c", CRASHING_RUN, str(tmp_path / "crashed"), mode],
-                            stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)  # fmt: skip
+                            stdout=subprocess.PIPE, text=True, cwd=tmp_path)  # fmt: skip
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         assert line.startswith("UP "), line
@@ -438,7 +539,7 @@ def test_sigint_tears_the_cluster_down(
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "run", "crash-recovery", "--backend", "docker", "--out", str(run_dir)],
-        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     owner = f"{L_OWNER}={proc.pid}"
     events = run_dir / "events.jsonl"

@@ -201,11 +201,11 @@ class _Body:
             ledger.warn("body call tracing", e)
 
 
-_APP_ROOT = ""
+_APP_ROOTS: tuple[str, ...] = ()  # the app's directory and import roots: its own files live there
 
 
 def _in_app(filename: str) -> bool:
-    return bool(_APP_ROOT) and filename.startswith(_APP_ROOT) and "site-packages" not in filename
+    return filename.startswith(_APP_ROOTS) and "site-packages" not in filename
 
 
 def _patch_coroutine(coroutine: Any) -> None:
@@ -221,7 +221,7 @@ def _patch_coroutine(coroutine: Any) -> None:
                 body = self._harness_body = _Body(self)
             except Exception as e:
                 ledger.warn("body record", e)
-        tracing = trace and body is not None and body.frame is not None and _APP_ROOT
+        tracing = trace and body is not None and body.frame is not None and _APP_ROOTS
         previous = sys.getprofile() if tracing else None
         if tracing:
             sys.setprofile(body.profile)
@@ -393,7 +393,7 @@ def _hook_effect(target: str) -> None:
 # --- installing ---------------------------------------------------------------------------------
 def install(role: str) -> bool:
     """Patch the SDK (once per process); record a `hello` saying whether the hooks are in."""
-    global _installed, _APP_ROOT
+    global _installed, _APP_ROOTS
     if _installed:
         return True
     problems = check()
@@ -406,8 +406,8 @@ def install(role: str) -> bool:
         from resonate import bridge, coroutine, resonate, scheduler
         from resonate.stores import remote
 
-        root = os.environ.get(APP_ROOT_ENV, "")
-        _APP_ROOT = os.path.realpath(root) + os.sep if root else ""
+        roots = [os.environ.get(APP_ROOT_ENV, ""), *os.environ.get("HARNESS_APP_PATH", "").split(os.pathsep)]
+        _APP_ROOTS = tuple(dict.fromkeys(os.path.realpath(r) + os.sep for r in roots if r))
         lfnc_init = scheduler.Lfnc.__post_init__
 
         def lfnc_post_init(self: Any) -> None:

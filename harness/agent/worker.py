@@ -21,9 +21,9 @@ def app_paths() -> list[str]:
 
 
 def prepare_imports(script: str | None = None) -> None:
-    """sys.path as `python SCRIPT` would set it, plus the app's import roots."""
+    """sys.path as `python SCRIPT` would set it, after the app's declared import roots (which win)."""
     here = [os.path.dirname(os.path.abspath(script))] if script else []
-    sys.path[:0] = [p for p in [*here, *app_paths()] if p not in sys.path]
+    sys.path[:0] = [p for p in dict.fromkeys([*app_paths(), *here]) if p not in sys.path]
 
 
 def main() -> None:

@@ -8,7 +8,12 @@ from harness.history import History
 
 def no_loss(h: History) -> Verdict:
     problems = []
-    for job in sorted(h.accepted()):
+    missing = h.meta.get("app", {}).get("missing_status", 404)
+    lost = sorted({j for e in h.of_kind("lost") for j in e.get("job_ids", [])})
+    for job in lost:
+        problems.append(f"job {job}: accepted, but its status route answers {missing} (no such job): the handler "
+                        f"polls another promise than it dispatched ({', '.join(h.roots_of(job)[:2]) or 'none'})")  # fmt: skip
+    for job in sorted(h.accepted() - set(lost)):
         roots = h.roots_of(job)
         if not roots:
             problems.append(f"job {job}: accepted, but no dispatch reached the server from any Lambda instance")

@@ -33,6 +33,7 @@ class ClusterConfig:
     python: str = sys.executable
     extra_env: dict[str, str] = field(default_factory=dict)
     proxied: bool = False  # each worker reaches the server through its own Toxiproxy proxies (link faults)
+    gateway_timeout: float = 29.0  # the gateway's integration timeout, seconds: 504 after it
 
     def __post_init__(self) -> None:
         if self.workers < 1:

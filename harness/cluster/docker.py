@@ -5,10 +5,12 @@ Layout of one run (``<p>`` = ``harness-<run id>``):
 - network ``<p>``: a user-defined bridge; members reach each other by container name.
 - ``<p>-server``: the server image (``images.ensure_server_image``); its sqlite store lives on the
   named volume ``<p>-store``, so a SIGKILLed server container restarts (``docker start``) on the
-  same store. API and metrics ports are published on 127.0.0.1 for the harness's own reads.
-- ``<p>-worker-N``: the app image running ``python -m workflow.worker``.
-- ``<p>-gateway``: the app image running ``python -m harness.gateway``; its Lambda instances are
-  subprocesses inside that container. Its HTTP port is published on 127.0.0.1.
+  same store. API, poll and metrics ports are published on 127.0.0.1 for the harness's own reads.
+- ``<p>-worker-N``: the app image (``app_image.ensure_app_image``: the app's dependencies and files)
+  running ``python -m harness.agent.worker <the app's worker script>`` in the app's directory.
+- ``<p>-gateway``: the app image running ``python -m harness.gateway`` (``gateway_command``); its
+  Lambda instances are subprocesses inside that container. Its HTTP port is published on 127.0.0.1.
+- ``<p>-tool-N``: one-off containers of the app image for the app's tools (the offline replay).
 - ``<p>-toxiproxy`` (proxied clusters only, ``ClusterConfig.proxied``): the toxiproxy image
   (``images.ensure_toxiproxy_image``) on the run network, its HTTP API published on 127.0.0.1 for
   the harness. Each worker gets its own pair of proxies, ``<worker>-api`` and ``<worker>-poll``,
@@ -20,11 +22,13 @@ Layout of one run (``<p>`` = ``harness-<run id>``):
   ``proxied``, ``partition_worker`` disconnects the worker's container from the run network: a
   silent partition in which no connection is closed.
 
-The run directory is bind-mounted at the same absolute path in every container, so the ledger,
-the sink, the failpoints and the gateway's request log are where the process backend puts them
-and the checks are the same code. The project tree is bind-mounted read-only at its own path and
-put first on PYTHONPATH (as the process backend does), so swapped-in SUT modules such as
-``tests.broken.*`` import in containers too.
+Paths are the host's in every container, so ``ClusterConfig.member_env`` is the same on both
+backends: the run directory is bind-mounted read-write at its own absolute path (the ledger, the
+sink, the failpoints and the gateway's request log land where the process backend puts them, and
+the checks are the same code), and the app's files are in the image at their own path. The
+harness's own package (the agent and the gateway: standard library, the SDK and ``requests``) is
+bind-mounted read-only from wherever it is installed at ``/opt/resonate-harness/harness``, with
+``/opt/resonate-harness`` on PYTHONPATH; it is not part of the image.
 
 Worker containers share the host's PID namespace. The SDK names a worker process
 ``<worker id>-<pid>`` and the server extends the lease of every task claimed under that name on
@@ -33,9 +37,9 @@ restarted worker would keep the tasks of its killed predecessor leased for ever.
 that name unique again, as on the process backend. (docker-init runs as a child subreaper there,
 and containerd kills the container's whole cgroup when it exits.)
 
-Everything is labelled with the run id and the owner (harness pid, its start time and host).
-``stop()`` removes what the cluster created; ``start()`` first removes what runs whose owner died
-left behind; :func:`remove_leftovers` is what ``harness down`` calls.
+Ownership labels and leftovers: ``harness.cluster.docker_resources``. ``stop()`` removes what the
+cluster created; ``start()`` first removes what runs whose owner died left behind;
+:func:`remove_leftovers` is what ``harness down`` calls.
 
 Container logs are dumped to ``<run dir>/logs/<member>.log`` when a member is killed or stopped and
 at ``stop()``; a container keeps its log across restarts, so each dump holds every incarnation.
@@ -44,12 +48,10 @@ at ``stop()``; a container keeps its log across restarts, so each dump holds eve
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
-import signal
-import socket
-import sys
 import tarfile
 import threading
 import time
@@ -66,30 +68,41 @@ from docker.models.containers import Container
 from docker.models.networks import Network
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed
 
+import harness
+from harness.agent.ledger import LEDGER_ENV
+from harness.cluster.app_image import ensure_app_image
 from harness.cluster.base import Cluster, ClusterConfig
+from harness.cluster.docker_resources import (
+    API_TIMEOUT_S,
+    DOWN_HINT,
+    L_OWNER,
+    L_ROLE,
+    L_RUN,
+    L_RUN_DIR,
+    L_WORKER,
+    established,
+    log_name,
+    note,
+    owner_alive,
+    owner_labels,
+    remove_leftovers,
+    remove_resources,
+    shielded,
+    tcp_table,
+)
 from harness.cluster.images import (
     TOXIPROXY_API_PORT,
     DockerUnavailable,
     docker_client,
-    ensure_app_image,
     ensure_server_image,
     ensure_toxiproxy_image,
 )
 from harness.cluster.links import LINK_PORTS, Link, ProxiedLinks
-from harness.cluster.process import pid_alive
 from harness.errors import HarnessError, WaitTimeout
-from harness.stack import PROJECT_ROOT, Ports
+from harness.gateway import gateway_command
+from harness.stack import Ports
 from harness.toxiproxy import Toxiproxy
 from harness.waiting import free_port, wait_until
-
-# --- labels every container, network and volume of a run carries ---------------------------------
-L_RUN = "harness.run"  # the run id (the name prefix is harness-<run id>)
-L_OWNER = "harness.owner"  # pid of the harness process that created it
-L_OWNER_START = "harness.owner-start"  # that process's start time (clock ticks since boot): pid reuse
-L_HOST = "harness.owner-host"  # hostname of that process: only its own host can judge if it is alive
-L_ROLE = "harness.role"  # server | worker | gateway | toxiproxy | network | store
-L_WORKER = "harness.worker"  # worker id, on worker containers
-L_RUN_DIR = "harness.run-dir"
 
 # Ports inside the containers (fixed: every member has its own network namespace).
 SERVER_PORTS = Ports(api=8001, poll=8002, metrics=9090)
@@ -97,213 +110,17 @@ GATEWAY_PORT = 8080
 LINK_PORT_BASE = 20000  # worker-1 proxies on 20000 (api), 20001 (poll); worker-2 on 20002, 20003; ...
 STORE_DIR = "/var/lib/resonate"
 STORE = f"{STORE_DIR}/resonate.db"
+HARNESS_MOUNT = "/opt/resonate-harness"  # PYTHONPATH entry; the harness package is mounted under it
+HARNESS_PACKAGE = Path(harness.__file__).resolve().parent  # the installed package, wherever it is
 
 STOP_GRACE_S = 5  # SIGTERM -> SIGKILL at stop()
-API_TIMEOUT_S = 60  # Docker API calls (container stop adds its own grace period on top)
-DOWN_HINT = "harness down (removes what crashed runs left behind)"
-# Environment variables of the harness's own process forwarded to the containers (the process
-# backend passes its whole environment; only the SUT's and harness's knobs make sense here).
-FORWARD_PREFIXES = ("HARNESS_", "WORKFLOW_", "RESONATE_")
-NOT_FORWARDED = {"HARNESS_OWNER"}  # the process backend's orphan reaper matches on it in /proc
-
-
-def _log(msg: str) -> None:
-    print(f"harness[docker]: {msg}", file=sys.stderr, flush=True)
-
-
-# --- ownership ----------------------------------------------------------------------------------
-def _start_time(pid: int) -> str:
-    """Start time of a process in clock ticks since boot ('' if unknown): tells a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def owner_labels() -> dict[str, str]:
-    pid = os.getpid()
-    return {L_OWNER: str(pid), L_OWNER_START: _start_time(pid), L_HOST: socket.gethostname()}
-
-
-def owner_alive(labels: dict[str, str]) -> bool:
-    """Whether the harness process that created a resource still runs (True if it cannot tell)."""
-    if labels.get(L_HOST) != socket.gethostname():
-        return True  # another machine's harness on a shared daemon: not ours to judge
-    try:
-        pid = int(labels.get(L_OWNER, ""))
-    except ValueError:
-        return False
-    if not pid_alive(pid):
-        return False
-    started = labels.get(L_OWNER_START)
-    return not started or _start_time(pid) in ("", started)
-
-
-# --- leftovers ----------------------------------------------------------------------------------
-def _remove_resources(
-    client: docker.DockerClient, keep: Callable[[dict[str, str]], bool], logs_for: Callable[[Container], None]
-) -> list[str]:
-    """Remove harness-labelled containers, then networks, then volumes, unless keep(labels).
-
-    Goes on past a resource it cannot remove; raises HarnessError naming those at the end.
-    """
-    removed: list[str] = []
-    failed: list[str] = []
-    flt = {"label": L_RUN}
-
-    def remove(what: str, call: Callable[[], None]) -> None:
-        try:
-            call()
-        except docker.errors.NotFound:
-            return
-        except docker.errors.APIError as e:
-            if "already in progress" not in str(e):  # else another harness is removing it right now
-                failed.append(f"{what} ({e})")
-            return
-        except HarnessError as e:
-            failed.append(f"{what} ({e})")
-            return
-        removed.append(what)
-
-    for c in client.containers.list(all=True, filters=flt, sparse=True):
-        labels = c.attrs.get("Labels") or {}
-        if keep(labels):
-            continue
-        with contextlib.suppress(docker.errors.APIError, requests.RequestException, OSError):
-            logs_for(c)
-        name = (c.attrs.get("Names") or [c.id])[0].lstrip("/")
-        remove(f"container {name}", lambda c=c: c.remove(force=True, v=True))
-    for n in client.networks.list(filters=flt):
-        if not keep(n.attrs.get("Labels") or {}):
-            remove(f"network {n.name}", lambda n=n: _remove_network(n))
-    for v in client.volumes.list(filters=flt):
-        if not keep(v.attrs.get("Labels") or {}):
-            remove(
-                f"volume {v.name}",
-                lambda v=v: _retry_api(lambda: v.remove(force=True), f"removal of {v.name}"),
-            )
-    if failed:
-        raise HarnessError(
-            "every leftover container, network and volume removed",
-            seen=f"removed {len(removed)}; could not remove {'; '.join(failed)}",
-            hint="docker ps -a / docker network ls / docker volume ls --filter label=harness.run",
-        )
-    return removed
-
-
-def _remove_network(network: Network) -> None:
-    """Disconnect whatever is still attached, then remove the network."""
-    with contextlib.suppress(docker.errors.APIError):
-        network.reload()
-        for c in network.attrs.get("Containers") or {}:
-            with contextlib.suppress(docker.errors.APIError):
-                network.disconnect(c, force=True)
-    _retry_api(network.remove, f"removal of network {network.name}")
-
-
-def _retry_api(call: Callable[[], Any], what: str, timeout: float = 15) -> None:
-    """Retry a removal the daemon refuses while a just-removed container is still being torn down."""
-    last: list[str] = []
-
-    def attempt() -> bool:
-        try:
-            call()
-        except docker.errors.NotFound:
-            return True
-        except docker.errors.APIError as e:
-            last[:] = [str(e)]
-            return False
-        return True
-
-    wait_until(attempt, timeout=timeout, interval=0.2, expected=what, seen=lambda: last[0] if last else "",
-               hint=DOWN_HINT)  # fmt: skip
-
-
-def remove_leftovers(all_: bool = False, client: docker.DockerClient | None = None) -> list[str]:
-    """Remove harness containers, networks and volumes whose owner process is dead.
-
-    Returns what was removed, e.g. ``["container harness-1a2b-server", "network harness-1a2b"]``.
-    Resources of live harness processes (parallel runs, pytest-xdist workers) are left alone,
-    unless ``all_``: then every harness-labelled resource goes, running runs included. Before a
-    container is removed its log is saved into its run directory's logs/ if that still exists.
-    """
-    own = client is None
-    client = client or docker_client(timeout=API_TIMEOUT_S)
-    try:
-        return _remove_resources(client, (lambda _: False) if all_ else owner_alive, _dump_leftover_logs)
-    finally:
-        if own:
-            client.close()
-
-
-def _dump_leftover_logs(container: Container) -> None:
-    """Save a dead run's container log into its run directory's logs/ (if that still exists)."""
-    labels = container.attrs.get("Labels") or {}
-    run_dir = labels.get(L_RUN_DIR)
-    if not run_dir or not (Path(run_dir) / "logs").is_dir():
-        return
-    full = container.client.containers.get(container.id)
-    (Path(run_dir) / "logs" / _log_name(labels)).write_bytes(full.logs())
-
-
-def _log_name(labels: dict[str, str]) -> str:
-    role = labels.get(L_ROLE, "container")
-    return f"{labels[L_WORKER]}.log" if role == "worker" and L_WORKER in labels else f"{role}.log"
-
-
-def _tcp_table(container: Container) -> list[str]:
-    """The lines of /proc/net/tcp and /proc/net/tcp6 in a running container's network namespace.
-
-    Read through the container's init process on this host when the daemon is local (no exec),
-    else with `docker exec cat`. [] if the container is not running.
-    """
-    try:
-        container.reload()
-    except (docker.errors.APIError, requests.RequestException):
-        return []
-    pid = int(container.attrs.get("State", {}).get("Pid") or 0)
-    if container.status != "running" or pid <= 0:
-        return []
-    try:  # the pid is this container's only if it sits in the container's cgroup on this host
-        if container.id in Path(f"/proc/{pid}/cgroup").read_text():
-            return [line for t in ("tcp", "tcp6") if (f := Path(f"/proc/{pid}/net/{t}")).exists()
-                    for line in f.read_text().splitlines()[1:]]  # fmt: skip
-    except OSError:
-        pass
-    try:
-        res = container.exec_run(["cat", "/proc/net/tcp", "/proc/net/tcp6"])
-    except (docker.errors.APIError, requests.RequestException):
-        return []
-    return [
-        line
-        for line in res.output.decode(errors="replace").splitlines()
-        if not line.lstrip().startswith("sl")
-    ]
-
-
-def _established(table: list[str], port: int) -> int:
-    """ESTABLISHED sockets whose local port is `port` in a /proc/net/tcp table (connections accepted there)."""
-    want = f":{port:04X}"
-    return sum(1 for line in table if len(f := line.split()) > 3 and f[1].endswith(want) and f[3] == "01")
-
-
-@contextlib.contextmanager
-def _shielded() -> Iterator[None]:
-    """Defer SIGINT/SIGTERM while tearing down, so a second Ctrl-C cannot strand containers."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    got: list[int] = []
-    old = {s: signal.signal(s, lambda n, _f: got.append(n)) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        if got:  # deliver it now that everything is removed
-            _log("interrupt received during teardown; teardown finished first")
-            signal.raise_signal(got[0])
+TOOL_NAME = "tool"  # the member id of an app tool (the offline replay)
+# The harness's own variables forwarded from its environment (the process backend passes its whole
+# environment): the agent's and gateway's knobs, e.g. HARNESS_LOG_LEVEL, HARNESS_TRACE_BODY; not the
+# process backend's owner marks nor the image-build settings.
+FORWARD_PREFIX = "HARNESS_"
+NOT_FORWARDED = {"HARNESS_OWNER", "HARNESS_PARENT_PID", "HARNESS_BASE_IMAGE", "HARNESS_ALLOW_PULL",
+                 "HARNESS_DEBIAN_SUITE", "HARNESS_DEBIAN_MIRROR", "HARNESS_WHEEL_PYTHON", "HARNESS_CACHE_DIR"}  # fmt: skip
 
 
 # --- the cluster ----------------------------------------------------------------------------------
@@ -311,10 +128,11 @@ class DockerCluster(ProxiedLinks, Cluster):
     backend = "docker"
 
     def __init__(self, config: ClusterConfig) -> None:
-        super().__init__(config)
+        # absolute: the same path inside every container (member_env hands it to the members)
+        super().__init__(dataclasses.replace(config, run_dir=Path(config.run_dir).absolute()))
         self.client = docker_client(timeout=API_TIMEOUT_S)
         self.run_id = uuid.uuid4().hex[:10]
-        self.run_dir = Path(config.run_dir).resolve()  # absolute: the same path inside every container
+        self.run_dir = self.config.run_dir
         self.prefix = f"harness-{self.run_id}"
         self.network_name = self.prefix
         self.volume_name = f"{self.prefix}-store"
@@ -322,7 +140,8 @@ class DockerCluster(ProxiedLinks, Cluster):
         self.gateway_name = f"{self.prefix}-gateway"
         self.toxiproxy_name = f"{self.prefix}-toxiproxy"
         # host ports, fixed for the cluster's lifetime so a restarted server keeps its address
-        self.api_port, self.metrics_port, self.gateway_port = free_port(), free_port(), free_port()
+        self.api_port, self.poll_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.gateway_port = free_port()
         self.toxiproxy_port = free_port() if config.proxied else 0  # its HTTP API on 127.0.0.1
         self.server_api = f"http://127.0.0.1:{self.api_port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
@@ -340,6 +159,7 @@ class DockerCluster(ProxiedLinks, Cluster):
         self.workers: dict[str, Container] = {}
         self._next_worker = 1
         self._ids = threading.Lock()
+        self._tools = 0
         self._links_lock = threading.Lock()
         self._downed: set[str] = set()  # workers the harness took down on purpose
         self._partitioned: set[str] = set()
@@ -352,14 +172,14 @@ class DockerCluster(ProxiedLinks, Cluster):
         try:  # other runs' debris must not stop this one
             gone = remove_leftovers(client=self.client)
         except HarnessError as e:
-            _log(f"could not remove every leftover of dead runs: {e.oneline()}")
+            note(f"could not remove every leftover of dead runs: {e.oneline()}")
         else:
             if gone:
-                _log(f"removed {len(gone)} leftovers of dead harness runs: {', '.join(gone)}")
+                note(f"removed {len(gone)} leftovers of dead harness runs: {', '.join(gone)}")
         builder = docker_client()  # image builds and imports may take minutes: a client with a long timeout
         try:
             self.server_image = ensure_server_image(builder, Path(self.config.stack.server_bin))
-            self.app_image = ensure_app_image(builder, PROJECT_ROOT)
+            self.app_image = ensure_app_image(builder, self.config.app, exclude=[self.run_dir])
             if self.config.proxied:
                 self.toxiproxy_image = ensure_toxiproxy_image(builder)
         finally:
@@ -392,11 +212,11 @@ class DockerCluster(ProxiedLinks, Cluster):
         if self._stopped:
             return
         self._stopped = True
-        with _shielded():
+        with shielded():
             try:
                 self._teardown()
             except (docker.errors.DockerException, requests.RequestException, HarnessError, OSError) as e:
-                _log(f"teardown of run {self.run_id} incomplete ({e}); to clean up: {DOWN_HINT}")
+                note(f"teardown of run {self.run_id} incomplete ({e}); to clean up: {DOWN_HINT}")
             finally:
                 self.client.close()
 
@@ -423,7 +243,7 @@ class DockerCluster(ProxiedLinks, Cluster):
             self._save_store()
             self._write_inventory(members)
         finally:  # whatever could not be saved, remove everything
-            _remove_resources(self.client, lambda labels: labels.get(L_RUN) != self.run_id, lambda _c: None)
+            remove_resources(self.client, lambda labels: labels.get(L_RUN) != self.run_id, lambda _c: None)
 
     def _run_containers(self) -> list[Container]:
         """This run's containers, found by label (also those a start() interrupted mid-call made)."""
@@ -442,76 +262,105 @@ class DockerCluster(ProxiedLinks, Cluster):
     # --- environment ----------------------------------------------------------------------
     @property
     def failpoints_dir(self) -> Path:
-        return self.run_dir / "failpoints"
+        return self.config.failpoints_file.parent
 
     @property
     def logs_dir(self) -> Path:
-        return self.run_dir / self.config.logs_dir.relative_to(self.config.run_dir)
+        return self.config.logs_dir
 
     @property
     def ledger_dir(self) -> Path:
-        return self.run_dir / self.config.ledger_dir.relative_to(self.config.run_dir)
+        return self.config.ledger_dir
 
     def worker_server(self, worker: str | None = None) -> tuple[str, int, int]:
         """Where a member reaches the server: (host, api port, poll port) on the run network.
 
-        Every member's RESONATE_* variables come from here. A worker of a proxied cluster dials its
+        Every member's connection variables come from here. A worker of a proxied cluster dials its
         own pair of proxies in the toxiproxy container (made on first use); the gateway's Lambda
-        instances (worker None) and unproxied workers dial the server container by name.
+        instances and tools (worker None) and unproxied workers dial the server container by name.
         """
         if worker is not None and self.config.proxied:
             link = self.links.get(worker) or self._make_link(worker)
             return self.toxiproxy_name, link.ports["api"], link.ports["poll"]
         return self.server_name, SERVER_PORTS.api, SERVER_PORTS.poll
 
-    def env(self, worker: str | None = None, **extra: str) -> dict[str, str]:
-        """The same variables ProcessCluster.env() sets, with the server reached by container name
-        (or, for a worker of a proxied cluster, through its proxies: see worker_server)."""
-        c, run_dir = self.config, self.run_dir
+    def env(self, worker: str | None = None, member: str | None = None, **extra: str) -> dict[str, str]:
+        """A container's environment: the harness's forwarded HARNESS_* knobs, ``member_env`` (as on
+        the process backend) with the server as `worker` reaches it (see worker_server), and what
+        the containers need besides. `member`: the member id (HARNESS_WORKER_ID), default `worker`."""
         host, api, poll = self.worker_server(worker)
         forwarded = {
-            k: v for k, v in os.environ.items() if k.startswith(FORWARD_PREFIXES) and k not in NOT_FORWARDED
+            k: v for k, v in os.environ.items() if k.startswith(FORWARD_PREFIX) and k not in NOT_FORWARDED
         }
         return {
             **forwarded,
-            "PYTHONPATH": str(PROJECT_ROOT),
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",  # the project is mounted read-only
+            **self.config.member_env(host, api, poll, worker=member or worker),
+            "PYTHONPATH": HARNESS_MOUNT,  # the harness's agent and gateway (mounted read-only)
+            "PYTHONDONTWRITEBYTECODE": "1",
             "HOME": "/tmp",
-            "HARNESS_RUN_DIR": str(run_dir),
-            "HARNESS_LEDGER_DIR": str(self.ledger_dir),
-            "HARNESS_FAILPOINTS": str(run_dir / "failpoints" / "armed.json"),
-            "HARNESS_WORKFLOW_MODULE": c.workflow_module,
-            "HARNESS_LAMBDA_MODULE": c.lambda_module,
-            "RESONATE_HOST": f"http://{host}",
-            "RESONATE_STORE_PORT": str(api),
-            "RESONATE_MSG_PORT": str(poll),
-            "WORKFLOW_TTL": str(c.ttl),
-            "WORKFLOW_STEP_SECONDS": c.step_seconds,
-            "WORKFLOW_SINK": str(run_dir / "sink.db"),
-            **c.extra_env,
             **extra,
         }
 
+    def tool_env(self) -> dict[str, str]:
+        """What an app tool run on the host gets (an [effects] command): the host's view, the server
+        at its published ports on 127.0.0.1."""
+        return {**os.environ, **self.config.member_env("127.0.0.1", self.api_port, self.poll_port)}
+
     def _mounts(self) -> dict[str, dict[str, str]]:
-        """The project (read-only) and the run directory (read-write), each at its own path."""
+        """The harness package (read-only, under HARNESS_MOUNT) and the run directory (read-write, at its own path)."""
         run_dir = str(self.run_dir)
         return {
-            str(PROJECT_ROOT): {"bind": str(PROJECT_ROOT), "mode": "ro"},
+            str(HARNESS_PACKAGE): {"bind": f"{HARNESS_MOUNT}/harness", "mode": "ro"},
             run_dir: {"bind": run_dir, "mode": "rw"},
         }
 
     def _app_container(self, name: str, command: list[str], role: str, **kwargs: Any) -> Container:
-        """Create a container of the app image on the run network, as the invoking user."""
+        """Create a container of the app image on the run network, as the invoking user, in the app's directory."""
         labels = self._labels(role, **kwargs.pop("labels", {}))
         try:
             return self.client.containers.create(
                 self.app_image, command, name=name, labels=labels, network=self.network_name, init=True,
-                volumes=self._mounts(), user=f"{os.getuid()}:{os.getgid()}", working_dir=str(PROJECT_ROOT),
+                volumes=self._mounts(), user=f"{os.getuid()}:{os.getgid()}", working_dir=str(self.config.app.root),
                 **kwargs,
             )  # fmt: skip
         except docker.errors.APIError as e:
             raise HarnessError(f"container {name} to be created", seen=str(e), hint=DOWN_HINT) from e
+
+    # --- the app's tools --------------------------------------------------------------------
+    def run_app_tool(
+        self, args: list[str], extra: dict[str, str] | None = None, timeout: float = 300
+    ) -> tuple[int, str]:
+        """``python ARGS`` in a one-off container of the app image on the run network, with the
+        members' mounts and environment (member id "tool", no ledger): (exit code, stderr). The
+        container is removed afterwards; 124 if it ran out of time."""
+        if self._stopped:
+            raise HarnessError("a running cluster for the app's tool", seen="it was stopped")
+        self._network()
+        with self._ids:
+            self._tools += 1
+            name = f"{self.prefix}-tool-{self._tools}"
+        env = self.env(member=TOOL_NAME, **(extra or {}))
+        env.pop(LEDGER_ENV, None)  # a tool writes nothing into the run's ledger
+        container = self._app_container(name, ["python", *args], "tool", environment=env)
+        try:
+            with self._api(f"tool container {name} started"):
+                container.start()
+            try:
+                code = int(self.client.api.wait(container.id, timeout=timeout)["StatusCode"])
+            except requests.RequestException:
+                with contextlib.suppress(docker.errors.APIError):
+                    container.kill("SIGKILL")
+                return 124, f"timed out after {timeout:g}s: {self._logs(container, stdout=False)}"
+            return code, self._logs(container, stdout=False)
+        finally:
+            with contextlib.suppress(docker.errors.APIError, requests.RequestException):
+                container.remove(force=True, v=True)
+
+    def _logs(self, container: Container, stdout: bool = True) -> str:
+        try:
+            return container.logs(stdout=stdout, stderr=True).decode(errors="replace")
+        except (docker.errors.APIError, requests.RequestException) as e:
+            return f"(no log: {e})"
 
     # --- server ---------------------------------------------------------------------------
     def start_server(self) -> None:
@@ -525,6 +374,7 @@ class DockerCluster(ProxiedLinks, Cluster):
                     self.server_image, args, name=self.server_name, labels=self._labels("server"),
                     network=self.network_name, init=True, volumes={self.volume_name: {"bind": STORE_DIR, "mode": "rw"}},
                     ports={f"{SERVER_PORTS.api}/tcp": ("127.0.0.1", self.api_port),
+                           f"{SERVER_PORTS.poll}/tcp": ("127.0.0.1", self.poll_port),
                            f"{SERVER_PORTS.metrics}/tcp": ("127.0.0.1", self.metrics_port)},
                 )  # fmt: skip
         else:
@@ -538,7 +388,8 @@ class DockerCluster(ProxiedLinks, Cluster):
             self.server.start()  # same container: same volume (store) and the same published ports
         except docker.errors.APIError as e:
             raise HarnessError(
-                f"server container {self.server_name} to start on 127.0.0.1:{self.api_port} and :{self.metrics_port}",
+                f"server container {self.server_name} to start on 127.0.0.1:{self.api_port}, :{self.poll_port} "
+                f"and :{self.metrics_port}",
                 seen=str(e),
                 hint="another process may have taken the port meanwhile; run again",
             ) from e
@@ -602,9 +453,8 @@ class DockerCluster(ProxiedLinks, Cluster):
 
     def _create_worker(self, worker: str) -> Container:
         return self._app_container(
-            f"{self.prefix}-{worker}", ["python", "-m", "workflow.worker"], "worker",
-            labels={L_WORKER: worker}, hostname=worker,
-            environment=self.env(worker, HARNESS_WORKER_ID=worker, TINI_SUBREAPER="1"),
+            f"{self.prefix}-{worker}", ["python", "-m", "harness.agent.worker", str(self.config.app.worker_script)],
+            "worker", labels={L_WORKER: worker}, hostname=worker, environment=self.env(worker, TINI_SUBREAPER="1"),
             pid_mode="host",  # unique pids across restarts: see the module docstring
         )  # fmt: skip
 
@@ -768,8 +618,8 @@ class DockerCluster(ProxiedLinks, Cluster):
         link = self.link(worker)
         if self.toxiproxy is None:
             return {kind: -1 for kind in link.ports}
-        table = _tcp_table(self.toxiproxy)
-        return {kind: _established(table, port) for kind, port in link.ports.items()}
+        table = tcp_table(self.toxiproxy)
+        return {kind: established(table, port) for kind, port in link.ports.items()}
 
     def versions(self) -> dict[str, str]:
         """Versions of what this cluster runs besides the stack's server and SDK, for results.json:
@@ -824,12 +674,9 @@ class DockerCluster(ProxiedLinks, Cluster):
     # --- gateway --------------------------------------------------------------------------
     def _start_gateway(self) -> None:
         c = self.config
-        args = [
-            "python", "-m", "harness.gateway",
-            "--host", "0.0.0.0", "--port", str(GATEWAY_PORT),
-            "--instances", str(c.gateway_instances), "--module", c.lambda_module,
-            "--log", str(self.logs_dir / "gateway-requests.jsonl"),
-        ]  # fmt: skip
+        args = gateway_command(c.app.handler, resources=c.app.gateway_resources(), host="0.0.0.0", port=GATEWAY_PORT,
+                               instances=c.gateway_instances, python="python", cwd=c.app.root,
+                               timeout=c.gateway_timeout, log=self.logs_dir / "gateway-requests.jsonl")  # fmt: skip
         self.gateway = self._app_container(
             self.gateway_name, args, "gateway", environment=self.env(),
             ports={f"{GATEWAY_PORT}/tcp": ("127.0.0.1", self.gateway_port)},
@@ -909,7 +756,7 @@ class DockerCluster(ProxiedLinks, Cluster):
         """Write a container's whole log (every incarnation) to logs/<member>.log."""
         labels = container.labels
         with contextlib.suppress(docker.errors.APIError, requests.RequestException, OSError):
-            (self.logs_dir / _log_name(labels)).write_bytes(container.logs())
+            (self.logs_dir / log_name(labels)).write_bytes(container.logs())
 
     def _write_inventory(self, members: list[Container]) -> None:
         """logs/containers.json: what ran, from which image, and how each container ended."""
@@ -937,4 +784,13 @@ class DockerCluster(ProxiedLinks, Cluster):
             )
 
 
-__all__ = ["DockerCluster", "DockerUnavailable", "owner_alive", "remove_leftovers"]
+__all__ = [
+    "L_OWNER",
+    "L_ROLE",
+    "L_RUN",
+    "DockerCluster",
+    "DockerUnavailable",
+    "owner_alive",
+    "owner_labels",
+    "remove_leftovers",
+]

@@ -1,13 +1,16 @@
-"""Container images for the Docker backend: a base, the Resonate server, and the app (workers, Lambda).
+"""Container images for the Docker backend: a base, the Resonate server, Toxiproxy, and the shared
+helpers of the app image (``harness.cluster.app_image``: the app's dependencies and files).
 
 No container registry is reachable here, so the base image is normally built locally: a Debian
 rootfs from ``debootstrap`` (mirror taken from apt's own sources), ``docker import``-ed. Python
-packages reach the app image as wheels built on the host and installed offline.
+packages reach the app image as wheels fetched or built on the host and installed offline.
 
 Every image carries ``harness.inputs-hash`` (sha256 of what it was made from) and ``harness.kind``
 labels and is tagged ``harness-<kind>:<hash[:16]>``; an image whose label matches is reused, and a
-``filelock.FileLock`` under ``.tools/images/locks`` keeps parallel pytest-xdist workers from
+``filelock.FileLock`` under the cache's ``locks/`` keeps parallel pytest-xdist workers from
 building the same thing twice.
+
+``python -m harness.cluster.images [--app DIR] [--toxiproxy]`` builds (or finds) them all.
 
 Environment:
     HARNESS_BASE_IMAGE    base to use if present locally (default ``python:3.12-slim``)
@@ -15,12 +18,13 @@ Environment:
     HARNESS_DEBIAN_SUITE  suite to debootstrap (default ``trixie``: Python 3.13; bookworm has 3.11)
     HARNESS_DEBIAN_MIRROR mirror URL (default: the first Debian archive URI in apt's sources)
     HARNESS_WHEEL_PYTHON  host interpreter for ``pip wheel`` (default: one matching the image's X.Y)
+    HARNESS_CACHE_DIR     cache of tarballs, wheelhouses and locks (default ``.tools/images`` of the
+                          checkout holding the harness, else ``~/.cache/resonate-harness/images``)
 """
 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import glob
 import hashlib
 import io
@@ -34,8 +38,7 @@ import sys
 import tarfile
 import tempfile
 import time
-import tomllib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ import docker
 import docker.errors
 import requests
 from docker.models.images import Image
+from docker.types import Mount
 from filelock import FileLock
 
 from harness.errors import HarnessError
@@ -74,8 +78,14 @@ class ImageBuildError(HarnessError):
 
 
 def tools_dir(project_root: Path = PROJECT_ROOT) -> Path:
-    """The git-ignored cache folder for images, tarballs, wheelhouses and locks."""
-    path = project_root / ".tools" / "images"
+    """The cache folder for tarballs, wheelhouses and locks: $HARNESS_CACHE_DIR, else the git-ignored
+    .tools/images of the checkout holding the harness, else ~/.cache/resonate-harness/images."""
+    if env := os.environ.get("HARNESS_CACHE_DIR"):
+        path = Path(env)
+    elif (project_root / "pyproject.toml").is_file():
+        path = project_root / ".tools" / "images"
+    else:  # an installed harness (site-packages): not a place for caches
+        path = Path.home() / ".cache" / "resonate-harness" / "images"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -178,11 +188,15 @@ def _run(cmd: list[str], what: str, *, hint: str = "", log_file: Path | None = N
     return str(proc.stdout)
 
 
-def _commit(container: Any, kind: str, digest: str, changes: list[str]) -> str:
+def _commit(
+    container: Any, kind: str, digest: str, changes: list[str], labels: dict[str, str] | None = None
+) -> str:
+    """Commit a container as ``harness-<kind>:<digest[:16]>`` with the inputs labels (and `labels`)."""
     tag = image_tag(kind, digest)
     repo, name = tag.split(":")
-    labels = [f"LABEL {k}={v}" for k, v in _labels(kind, digest).items()]
-    container.commit(repository=repo, tag=name, changes=[*changes, *labels])
+    every = {**_labels(kind, digest), **(labels or {})}
+    container.commit(repository=repo, tag=name, changes=[*changes, *(f"LABEL {json.dumps(k)}={json.dumps(v)}"
+                                                                      for k, v in every.items())])  # fmt: skip
     return tag
 
 
@@ -487,58 +501,24 @@ def ensure_toxiproxy_image(
     )  # fmt: skip
 
 
-def _pyproject(project_root: Path) -> dict[str, Any]:
-    path = project_root / "pyproject.toml"
-    try:
-        return tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ImageBuildError(f"a readable {path}", seen=str(exc), hint="fix pyproject.toml") from exc
+# --- Python packages for the app image (harness.cluster.app_image builds it) -------------------
 
 
-def project_files(project_root: Path) -> list[Path]:
-    """The files a wheel of the project is built from: packaging metadata plus its top-level packages."""
-    meta = _pyproject(project_root)
-    setuptools_cfg = meta.get("tool", {}).get("setuptools", {})
-    packages = setuptools_cfg.get("packages", {})
-    if isinstance(packages, list):
-        patterns = [p.split(".")[0] for p in packages]
-    else:
-        patterns = packages.get("find", {}).get("include") or ["*"]
-    tops = sorted(
-        d
-        for d in project_root.iterdir()
-        if d.is_dir()
-        and (d / "__init__.py").exists()
-        and d.name not in {"tests", "build", "dist"}
-        and any(fnmatch.fnmatch(d.name, pat) for pat in patterns)
-    )
-    files = [
-        p
-        for p in project_root.iterdir()
-        if p.is_file()
-        and re.match(r"(pyproject\.toml|setup\.(py|cfg)|MANIFEST\.in|README.*|LICEN[CS]E.*)$", p.name)
-    ]
-    skip = {"__pycache__", ".pytest_cache", ".ruff_cache"}
-    for top in tops:
-        for path in top.rglob("*"):
-            rel = path.relative_to(project_root)
-            if (
-                path.is_file()
-                and not skip & set(rel.parts)
-                and path.suffix not in {".pyc", ".pyo"}
-                and not any(part.endswith(".egg-info") for part in rel.parts)
-            ):
-                files.append(path)
-    return sorted(files)
-
-
-def _files_digest(project_root: Path, files: Iterable[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(
-            str(path.relative_to(project_root)).encode() + b"\0" + file_sha256(path).encode() + b"\0"
+def python_probe(client: docker.DockerClient, image: str) -> dict[str, str]:
+    """The Python version, glibc and machine of an image (what wheels it takes); needs >= 3.12."""
+    code, out = _run_in_image(client, image, ["python3", "-c", PROBE])
+    if code != 0:
+        raise ImageBuildError(
+            f"python3 in the base image {image}", seen=out.strip()[-500:], hint="use another base"
         )
-    return digest.hexdigest()
+    probe: dict[str, str] = json.loads(out.strip().splitlines()[-1])
+    if tuple(int(x) for x in probe["python"].split(".")) < (3, 12):
+        raise ImageBuildError(
+            f"Python >= 3.12 in the base image {image}",
+            seen=f"Python {probe['python']}",
+            hint="HARNESS_DEBIAN_SUITE=trixie, or a HARNESS_BASE_IMAGE with Python >= 3.12",
+        )
+    return probe
 
 
 def _python_for(version: str) -> str | None:
@@ -564,58 +544,42 @@ def _manylinux_platforms(glibc: str, machine: str) -> list[str]:
     return [*tags, f"manylinux2014_{machine}", f"manylinux2010_{machine}", f"manylinux1_{machine}"]
 
 
-def _wheelhouse(requirements: list[str], probe: dict[str, str], project_root: Path) -> Path:
-    """Wheels of the project's dependencies for the image's Python, cached by their inputs."""
-    key = inputs_hash({"kind": "wheelhouse", "requirements": requirements, **probe})[:16]
-    house = tools_dir(project_root) / "wheelhouse" / key
+def wheelhouse(pip_args: list[str], key: dict[str, Any], probe: dict[str, str], *, cwd: Path | None = None,
+               project_root: Path = PROJECT_ROOT) -> Path:  # fmt: skip
+    """Wheels of ``pip wheel PIP_ARGS`` (requirement specifiers, ``-r FILE``) for the image's Python
+    (`probe`), cached under .tools/images/wheelhouse/ by `key` (what the arguments stand for)."""
+    digest = inputs_hash({"kind": "wheelhouse", **key, **probe})[:16]
+    house = tools_dir(project_root) / "wheelhouse" / digest
     if (house / ".complete").exists():
         return house
     shutil.rmtree(house, ignore_errors=True)
     house.mkdir(parents=True)
-    (house / "requirements.txt").write_text("\n".join(requirements) + "\n")
     version = probe["python"]
-    reqs = str(house / "requirements.txt")
     if python := _python_for(version):
-        cmd = [python, "-m", "pip", "wheel", "-q", "--wheel-dir", str(house), "-r", reqs]
-        _run(cmd, f"pip wheel of the project's dependencies with {python}", hint=PIP_HINT)
+        cmd = [python, "-m", "pip", "wheel", "-q", "--wheel-dir", str(house), *pip_args]
+        _run(cmd, f"pip wheel of the app's dependencies with {python}", hint=PIP_HINT, cwd=cwd)
     else:  # no host interpreter of that version: fetch binary wheels built for it
         abi = "cp" + version.replace(".", "")
         plats = [a for p in _manylinux_platforms(probe["glibc"], probe["machine"]) for a in ("--platform", p)]
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--implementation", "cp"]
         cmd += ["--python-version", version, "--abi", abi, "--abi", "abi3", "--abi", "none", *plats]
         what = f"pip download of binary wheels for CPython {version} (no python{version} on the host)"
-        _run([*cmd, "--dest", str(house), "-r", reqs], what, hint=f"{PIP_HINT}, or install python{version}")
+        _run([*cmd, "--dest", str(house), *pip_args], what, cwd=cwd,
+             hint=f"{PIP_HINT}, or install python{version} (local or sdist-only requirements need it)")  # fmt: skip
+    if not any(house.glob("*.whl")):
+        raise ImageBuildError(f"wheels in {house}", seen="pip made none", hint=PIP_HINT)
     (house / ".complete").write_text("")
     return house
 
 
-def _project_wheel(project_root: Path, files: list[Path], out: Path) -> Path:
-    """``pip wheel --no-deps`` of a clean copy of the project (the work tree is left untouched)."""
-    with tempfile.TemporaryDirectory(prefix="src-", dir=tools_dir(project_root)) as tmp:
-        for path in files:
-            dest = Path(tmp) / path.relative_to(project_root)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, dest)
-        base = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", str(out), tmp]
-        try:
-            _run([*base, "--no-build-isolation"], "pip wheel of the project (no build isolation)")
-        except ImageBuildError:
-            _run(base, "pip wheel of the project")
-    wheels = sorted(out.glob("*.whl"))
-    if len(wheels) != 1:
-        raise ImageBuildError(
-            "one project wheel", seen=", ".join(w.name for w in wheels) or "none", hint="check pyproject.toml"
-        )
-    return wheels[0]
-
-
-def _install_layer(
+def install_layer(
     client: docker.DockerClient, image: str, script: str, mounts: dict[Path, str], kind: str, digest: str
 ) -> str:
-    """Run ``script`` in ``image`` (no network, wheels mounted read-only) and commit the result."""
-    volumes = {str(host): {"bind": bind, "mode": "ro"} for host, bind in mounts.items()}
+    """Run ``script`` in ``image`` (no network, `mounts` read-only) and commit the result."""
+    # Mount objects, not `volumes=`: docker-py declares those as image VOLUMEs too, which the commit keeps
+    binds = [Mount(bind, str(host), type="bind", read_only=True) for host, bind in mounts.items()]
     container = client.containers.create(
-        image, command=["/bin/sh", "-ec", script], network_mode="none", volumes=volumes
+        image, command=["/bin/sh", "-ec", script], network_mode="none", mounts=binds
     )
     try:
         container.start()
@@ -631,7 +595,6 @@ def _install_layer(
             f"ENV PATH={IMAGE_PATH}",
             f"ENV VIRTUAL_ENV={VENV}",
             "ENV PYTHONUNBUFFERED=1",
-            "WORKDIR /app",
             "ENTRYPOINT []",
             'CMD ["python"]',
         ]
@@ -640,92 +603,45 @@ def _install_layer(
         container.remove(force=True, v=True)
 
 
-def ensure_app_image(client: docker.DockerClient, project_root: Path = PROJECT_ROOT) -> str:
-    """An image whose venv (on PATH) holds the project and its dependencies, installed offline."""
-    _ping(client)
-    project_root = Path(project_root).resolve()
-    base = ensure_base_image(client, project_root=project_root)
-    requirements = list(_pyproject(project_root).get("project", {}).get("dependencies", []))
-    files = project_files(project_root)
-    base_id = _image_id(client, base)
-    digest = inputs_hash(
-        {
-            "kind": "app",
-            "base": base_id,
-            "requirements": requirements,
-            "files": _files_digest(project_root, files),
-        }
-    )
-    if tag := find_image(client, "app", digest):
-        return tag
-    with build_lock("app", project_root):
-        if tag := find_image(client, "app", digest):
-            return tag
-        started = time.monotonic()
-        code, out = _run_in_image(client, base, ["python3", "-c", PROBE])
-        if code != 0:
-            raise ImageBuildError(
-                f"python3 in the base image {base}", seen=out.strip()[-500:], hint="use another base"
-            )
-        probe: dict[str, str] = json.loads(out.strip().splitlines()[-1])
-        if tuple(int(x) for x in probe["python"].split(".")) < (3, 12):
-            raise ImageBuildError(
-                f"Python >= 3.12 in the base image {base}",
-                seen=f"Python {probe['python']}",
-                hint="HARNESS_DEBIAN_SUITE=trixie, or a HARNESS_BASE_IMAGE with Python >= 3.12",
-            )
-        house = _wheelhouse(requirements, probe, project_root)
-        deps_digest = inputs_hash({"kind": "app-deps", "base": base_id, "wheelhouse": house.name})
-        deps = find_image(client, "app-deps", deps_digest) or _install_layer(
-            client,
-            base,
-            f"python3 -m venv {VENV}\n"
-            f"PIP_NO_CACHE_DIR=1 {VENV}/bin/pip install -q --disable-pip-version-check --no-index "
-            f"--find-links /wheels -r /wheels/requirements.txt",
-            {house: "/wheels"},
-            "app-deps",
-            deps_digest,
-        )
-        with tempfile.TemporaryDirectory(prefix="wheel-", dir=tools_dir(project_root)) as out_dir:
-            wheel = _project_wheel(project_root, files, Path(out_dir))
-            tag = _install_layer(
-                client,
-                deps,
-                f"PIP_NO_CACHE_DIR=1 {VENV}/bin/pip install -q --disable-pip-version-check --no-index "
-                f"--find-links /wheels --find-links /project /project/{wheel.name}\n"
-                f"{VENV}/bin/pip check --disable-pip-version-check",
-                {house: "/wheels", Path(out_dir): "/project"},
-                "app",
-                digest,
-            )
-        log.info("built %s in %.1fs", tag, time.monotonic() - started)
-        _prune_superseded(client, "app", keep=tag)
-        return tag
-
-
-def _prune_superseded(client: docker.DockerClient, kind: str, keep: str) -> None:
-    """Remove older images of a kind (one is built per source change); images in use stay."""
-    for image in client.images.list(filters={"label": f"harness.kind={kind}"}):
+def prune_superseded(
+    client: docker.DockerClient, kind: str, keep: str, labels: dict[str, str] | None = None
+) -> None:
+    """Remove older images of a kind (and `labels`): one is built per source change; images in use stay."""
+    flt = [f"harness.kind={kind}", *(f"{k}={v}" for k, v in (labels or {}).items())]
+    for image in client.images.list(filters={"label": flt}):
         if keep in image.tags:
             continue
         with contextlib.suppress(docker.errors.APIError):  # in use by a container: keep it
             client.images.remove(image.id)
 
 
-def _main() -> None:
-    """Build (or find) all three images and print their tags, sizes and timings."""
+def _main(argv: list[str] | None = None) -> None:
+    """``python -m harness.cluster.images [--app DIR] [--toxiproxy]``: build (or find) the images a
+    Docker run uses and print their tags, sizes and timings."""
+    import argparse
+
+    from harness.app.spec import AppSpec
+    from harness.cluster.app_image import ensure_app_image
+
+    p = argparse.ArgumentParser(prog="python -m harness.cluster.images", description=_main.__doc__)
+    p.add_argument("--app", type=Path, metavar="DIR", help="the app (default: the reference app)")
+    p.add_argument("--toxiproxy", action="store_true", help="also the toxiproxy image (proxied clusters)")
+    args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     client = docker_client()
+    app = AppSpec.load(args.app)
     steps: list[tuple[str, Callable[[], str]]] = [
         ("base", lambda: ensure_base_image(client)),
         ("server", lambda: ensure_server_image(client, default_server_bin())),
-        ("app", lambda: ensure_app_image(client)),
+        ("app", lambda: ensure_app_image(client, app)),
     ]
+    if args.toxiproxy:
+        steps.append(("toxiproxy", lambda: ensure_toxiproxy_image(client)))
     for name, build in steps:
         started = time.monotonic()
         tag = build()
         size = client.images.get(tag).attrs["Size"] / 1e6
-        print(f"{name:7} {tag:40} {size:7.1f} MB  {time.monotonic() - started:6.1f}s", flush=True)
+        print(f"{name:9} {tag:40} {size:7.1f} MB  {time.monotonic() - started:6.1f}s", flush=True)
 
 
 if __name__ == "__main__":

@@ -233,7 +233,7 @@ class ProcessCluster(ProxiedLinks, Cluster):
     def _start_gateway(self) -> None:
         c = self.config
         args = [*gateway_command(c.app.handler, resources=c.app.gateway_resources(), port=self.gateway_port,
-                                 instances=c.gateway_instances, python=c.python, cwd=c.app.root,
+                                 instances=c.gateway_instances, python=c.python, cwd=c.app.root, timeout=c.gateway_timeout,
                                  log=c.logs_dir / "gateway-requests.jsonl"), "--exit-with-parent"]  # fmt: skip
         member = c.member_env("127.0.0.1", self.ports.api, self.ports.poll)
         self.gateway = self._spawn(args, "gateway.log", self.env(member))
