@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness.app.spec import AppSpec
 from harness.cluster.base import ClusterConfig
 from harness.cluster.process import ProcessCluster
 from harness.errors import HarnessError
+from harness.history import read_ledger
 from harness.stack import get_stack
 from harness.waiting import wait_until
 
@@ -27,7 +29,7 @@ def state(pid: int) -> str:
 @pytest.fixture
 def cluster(tmp_path: Path, server_ready: None) -> Iterator[ProcessCluster]:
     with ProcessCluster(
-        ClusterConfig(run_dir=tmp_path, stack=get_stack(), workers=2, gateway_instances=1)
+        ClusterConfig(run_dir=tmp_path, stack=get_stack(), app=AppSpec.load(None), workers=2, gateway_instances=1)
     ) as c:
         yield c
 
@@ -70,3 +72,19 @@ def test_server_crash_and_restart_keeps_the_store(cluster: ProcessCluster) -> No
 def test_an_unknown_worker_name_is_a_clear_error(cluster: ProcessCluster) -> None:
     with pytest.raises(HarnessError, match="worker-9"):
         cluster.kill_worker("worker-9")
+
+
+def test_a_dispatch_is_recorded_as_new_then_existing(cluster: ProcessCluster) -> None:
+    """The Lambda-side hook tells a new promise (201) from an existing one (200) and names the
+    submission (the gateway's marks) that made it."""
+    app = cluster.config.app
+    _, path, _, body = app.request("dup-1", 1)
+    for sub in (1, 2):
+        res = requests.post(f"{cluster.gateway_url}{path}", json=body, timeout=10,
+                            headers={"X-Harness-Sub": str(sub), "X-Harness-Job": "dup-1"})  # fmt: skip
+        assert res.status_code == 202
+    dispatches = [r for r in read_ledger(cluster.config.ledger_dir) if r["ev"] == "dispatch"]
+    assert [(d["id"], d["sub"], d["job"], d["created"]) for d in dispatches] == [
+        ("doc/dup-1", 1, "dup-1", True), ("doc/dup-1", 2, "dup-1", False)]  # fmt: skip
+    assert {d["fn"] for d in dispatches} == {"process_document"}
+    assert {d["target"] for d in dispatches} == {"poll://any@worker"}

@@ -205,7 +205,8 @@ _APP_ROOTS: tuple[str, ...] = ()  # the app's directory and import roots: its ow
 
 
 def _in_app(filename: str) -> bool:
-    return filename.startswith(_APP_ROOTS) and "site-packages" not in filename
+    path = filename if os.path.isabs(filename) else os.path.abspath(filename)
+    return path.startswith(_APP_ROOTS) and "site-packages" not in path
 
 
 def _patch_coroutine(coroutine: Any) -> None:

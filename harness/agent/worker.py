@@ -30,7 +30,7 @@ def main() -> None:
     if len(sys.argv) < 2:
         print("usage: python -m harness.agent.worker SCRIPT [ARGS...]", file=sys.stderr)
         raise SystemExit(2)
-    script = sys.argv[1]
+    script = os.path.abspath(sys.argv[1])
     lifecycle.die_with_parent_if_asked()
     prepare_imports(script)
     hooks.install("worker")
