@@ -228,7 +228,8 @@ def session(
         "scenario": name, "backend": backend, "stack": stack.name, "seed": seed, "versions": versions,
         "verdicts": verdicts, "settings": asdict(settings),
         "app": {**spec.summary(), "missing_status": spec.missing_status,
-                "effects": {"kinds": list(spec.effects.kinds)} if spec.effects else None},
+                "effects": {"kinds": list(spec.effects.kinds), "function": spec.effects.function}
+                if spec.effects else None},
         "command": command,
     }  # fmt: skip
     (run_dir / RUN_META).write_text(json.dumps(meta, indent=1))

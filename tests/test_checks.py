@@ -195,6 +195,40 @@ def test_replay_fails_on_a_step_called_directly_in_the_workflow_body() -> None:
            "re-ran on replay (2 times" in v["detail"]  # fmt: skip
 
 
+def zombie_run(carrier: tuple[str, int]) -> tuple[FakeRun, dict]:
+    """worker-3 paused in step 3, worker-1 takes over; after the heal `carrier` runs step 5 again."""
+    run, _jobs = healthy(kill_step=None)
+    job = run.new_job()
+    run.submit(job)
+    for step in (1, 2):
+        run.execute(job, step, "worker-3", 33)
+    ex = run.execute(job, 3, "worker-3", 33, end=False)
+    run.fault("pause", "worker-3", job=job["jobId"], step="3", pid=33, attempt=ex)
+    run.enter(job, "worker-1", 11)
+    for step in (3, 4, 5):
+        run.execute(job, step, "worker-1", 11)
+    run.event("heal", fault="pause", target="worker-3")
+    root = run.root(job)
+    run.record("end", "worker-3", 33, root=root, id=f"{root}.3", pos="3", fn="score", exec=ex, value="late")
+    run.execute(job, 5, *carrier)
+    run.finish(job)
+    return run, job
+
+
+def test_a_paused_worker_carrying_on_with_later_steps_is_named_not_failed() -> None:
+    run, _job = zombie_run(("worker-3", 33))
+    v = verdict(run, "replay")
+    assert v["ok"], v["detail"]
+    assert "then worker-3 carried on and ran step 5 again" in v["detail"]
+
+
+def test_replay_fails_when_another_worker_re_runs_a_later_step_of_a_paused_job() -> None:
+    run, job = zombie_run(("worker-2", 22))
+    v = verdict(run, "replay")
+    assert not v["ok"]
+    assert f"job {job['jobId']} step 5 (tell): executed 2 times (by worker-1, worker-2)" in v["detail"]
+
+
 def test_a_pure_helper_called_in_the_body_is_fine() -> None:
     run, jobs = healthy()
     run.call(jobs[2], "format_result", after="5", ctx_arg=False)

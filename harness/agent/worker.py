@@ -23,7 +23,9 @@ def app_paths() -> list[str]:
 def prepare_imports(script: str | None = None) -> None:
     """sys.path as `python SCRIPT` would set it, after the app's declared import roots (which win)."""
     here = [os.path.dirname(os.path.abspath(script))] if script else []
-    sys.path[:0] = [p for p in dict.fromkeys([*app_paths(), *here]) if p not in sys.path]
+    first = list(dict.fromkeys(os.path.abspath(p) for p in [*app_paths(), *here]))
+    # `python -m` put the working directory (the app's) at the front: the declared order wins
+    sys.path[:] = first + [p for p in sys.path if (os.path.abspath(p) if p else os.getcwd()) not in first]
 
 
 def main() -> None:

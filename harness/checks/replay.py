@@ -30,6 +30,24 @@ def direct_calls(h: History, job: str) -> list[dict[str, Any]]:
     return out
 
 
+def zombie_continuations(h: History, job: str, job_hits: list[Any]) -> dict[str, set[str]]:
+    """Executions by a paused or cut-off worker after its hit step: a zombie still holds the
+    workflow in memory and, once it runs again, goes on with the next steps whose checkpoints the
+    takeover has not stored yet. They are a consequence of the fault (their effects are judged by
+    exactly_once), keyed by the hit execution."""
+    out: dict[str, set[str]] = {}
+    runs = h.executions(job)
+    for hit in job_hits:
+        if hit.site not in ("paused", "cut-off"):
+            continue
+        zombie = next((x for x in runs if x.exec == hit.exec), None)
+        if zombie is None:
+            continue
+        out[hit.exec] = {x.exec for x in runs if x.worker == zombie.worker and x.pid == zombie.pid
+                         and x.start > zombie.start and x.pos != zombie.pos}  # fmt: skip
+    return out
+
+
 def replay(h: History) -> Verdict:
     all_hits = hits(h)
     done = completion_times(h)
@@ -49,9 +67,13 @@ def replay(h: History) -> Verdict:
                 rerun_problems.append(
                     f"job {job}: {call['fn']} is called directly in the workflow body, not through ctx.run, "
                     f"and re-ran on replay ({call['entries']} times, by {', '.join(call['workers'])})")  # fmt: skip
+        carried_on = zombie_continuations(h, job, job_hits)
         for runs in runs_of.values():
-            # every execution after the first must follow a fault that hit this step
+            # every execution after the first must follow a fault that hit this step, or be the
+            # paused / cut-off worker carrying on with its own copy of the workflow
             for x in runs[1:]:
+                if any(x.exec in later for later in carried_on.values()):
+                    continue
                 if not any(hit.t <= x.start and hit.covers(x) for hit in job_hits):
                     rerun_problems.append(f"job {job} {x.step}: executed {len(runs)} times (by "
                                           f"{', '.join(r.worker for r in runs)}) though no fault interrupted it")  # fmt: skip
@@ -69,6 +91,10 @@ def replay(h: History) -> Verdict:
                         if zombie is not None and zombie.end is not None
                         else f"the {hit.site} attempt of {hit.target} never finished"
                     )
+                    later = sorted({x.pos for x in h.executions(job) if x.exec in carried_on.get(hit.exec, ())})
+                    if later:
+                        reruns.append(f"then {hit.target} carried on and ran step {', '.join(later)} again, "
+                                      f"concurrently with the takeover")  # fmt: skip
             elif hit.site not in OWE_NO_RERUN:
                 missing_reruns.append(f"job {job} {label}: hit by {hit.fault} of {hit.target} but never "
                                       f"executed again to completion")  # fmt: skip
@@ -88,6 +114,7 @@ def replay(h: History) -> Verdict:
                          f"(the offline replay with the server's checkpoints)")  # fmt: skip
     problems = rerun_problems + missing_reruns + other
     shown = "; ".join(reruns[:4]) + ("…" if len(reruns) > 4 else "")
+    later = "later steps ran once" + (" (but for a zombie's own copy)" if any("carried on" in r for r in reruns) else "")
     return verdict(problems, f"{len(all_hits)} fault hits; earlier steps never re-ran, the hit step "
-                             f"re-ran ({shown or 'none needed'}), later steps ran once; every checkpoint "
+                             f"re-ran ({shown or 'none needed'}), {later}; every checkpoint "
                              f"agrees with the ledger")  # fmt: skip
