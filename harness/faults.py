@@ -63,6 +63,14 @@ class Nemesis:
                   and r["exec"] not in ended and r["worker"] in live]  # fmt: skip
         return starts[-1] if starts else None
 
+    def busy_workers(self) -> list[str]:
+        """Live workers with a step execution started and not ended, in name order."""
+        ledger = self.ledger.read()
+        ended = {r["exec"] for r in ledger if r["ev"] == "end"}
+        live = set(self.cluster.live_workers())
+        return sorted({r["worker"] for r in ledger if r["ev"] == "start" and r["exec"] not in ended
+                       and r["worker"] in live})  # fmt: skip
+
     def wait_in_flight(self, job_id: str, step: str, timeout: float = 60) -> dict[str, Any]:
         return wait_until(
             lambda: self.in_flight(job_id, step),
@@ -73,7 +81,9 @@ class Nemesis:
             hint="use strike() before submitting the job: a hold failpoint keeps the step in flight",
         )
 
-    def strike(self, job_id: str, step: str | int, at: str = "during", seconds: float = HOLD_S) -> dict[str, Any]:
+    def strike(
+        self, job_id: str, step: str | int, at: str = "during", seconds: float = HOLD_S
+    ) -> dict[str, Any]:
         """Arm a hold at step `step` of the job (idempotent until it fires): the next fault aimed at
         that step waits for a worker held there. Arm it before the job is submitted."""
         key = (job_id, str(step))
@@ -82,7 +92,9 @@ class Nemesis:
         return self._holds[key]
 
     def _fired(self, fp: dict[str, Any]) -> dict[str, Any] | None:
-        return next((r for r in self.ledger.read() if r["ev"] == "failpoint" and r.get("fp") == fp["id"]), None)
+        return next(
+            (r for r in self.ledger.read() if r["ev"] == "failpoint" and r.get("fp") == fp["id"]), None
+        )
 
     def held(self, job_id: str, step: str | int, timeout: float = 60) -> dict[str, Any]:
         """Wait until a worker holds at the struck step; the ledger's failpoint record (worker, pid, exec)."""
@@ -102,7 +114,13 @@ class Nemesis:
 
     # --- fault kinds ------------------------------------------------------------------------
     def _hit(self, rec: dict[str, Any], job_id: str) -> dict[str, Any]:
-        return {"job": job_id, "step": rec["pos"], "pid": rec["pid"], "attempt": rec.get("exec"), "site": rec["at"]}
+        return {
+            "job": job_id,
+            "step": rec["pos"],
+            "pid": rec["pid"],
+            "attempt": rec.get("exec"),
+            "site": rec["at"],
+        }
 
     def kill(self, job_id: str, step: str | int, timeout: float = 60) -> dict[str, Any]:
         """SIGKILL the worker running step `step` of job `job_id`, from outside."""
@@ -110,7 +128,9 @@ class Nemesis:
         self.cluster.kill_worker(rec["worker"])
         return self._log("kill", rec["worker"], **self._hit(rec, job_id))
 
-    def pause(self, job_id: str, step: str | int, hold: float | None = None, timeout: float = 60) -> dict[str, Any]:
+    def pause(
+        self, job_id: str, step: str | int, hold: float | None = None, timeout: float = 60
+    ) -> dict[str, Any]:
         """SIGSTOP the worker running the step; with `hold`, SIGCONT it that many seconds later. The
         step goes on from where it was held when the worker resumes."""
         rec = self.held(job_id, step, timeout)
@@ -257,7 +277,9 @@ class Nemesis:
             raise HarnessError(f"a failpoint site, one of {', '.join(SITES)}", seen=at)
         if action not in ACTIONS:
             raise HarnessError(f"a failpoint action, one of {', '.join(ACTIONS)}", seen=action)
-        if at == "after_effect" and not (self.cluster.config.app.effects and self.cluster.config.app.effects.function):
+        if at == "after_effect" and not (
+            self.cluster.config.app.effects and self.cluster.config.app.effects.function
+        ):
             raise HarnessError("an app that declares its effect function ([effects] function) for after_effect",
                                seen=str(self.cluster.config.app.config))  # fmt: skip
         self._fp_seq += 1
@@ -271,7 +293,9 @@ class Nemesis:
         tmp.replace(path)  # workers never see a half-written file
         return self.events.append("armed", **fp)
 
-    def failpoint(self, job_id: str, step: str | int, at: str = "during", action: str = "crash") -> dict[str, Any]:
+    def failpoint(
+        self, job_id: str, step: str | int, at: str = "during", action: str = "crash"
+    ) -> dict[str, Any]:
         """An in-worker crash (or hang) at an exact site of a step: the process does it to itself."""
         return self.arm(job_id, step, at=at, action=action)
 

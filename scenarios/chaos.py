@@ -22,15 +22,17 @@ JOBS, DUPLICATED, KILLS = 50, 10, 6
     liveness_deadline_s=75,
 )
 def chaos(ctx: RunContext) -> None:
-    """50 jobs (10 of them sent twice) in waves; 6 random worker kills, each restarted 1 s later."""
+    """50 jobs (10 of them sent twice) in waves; 6 random worker kills, each restarted 1 s later.
+    A victim is drawn among the workers running a step at that moment (any live one if none is), so
+    the kills land in steps even when the app's jobs are short."""
     jobs = ctx.jobs(JOBS, "chaos")
     stop = threading.Event()
 
     def nemesis() -> None:
         for _ in range(KILLS):
-            if stop.wait(ctx.rng.uniform(1.0, 2.5)):
+            if stop.wait(ctx.rng.uniform(0.5, 1.5)):
                 return
-            victim = ctx.rng.choice(sorted(ctx.cluster.live_workers()))
+            victim = ctx.rng.choice(ctx.nemesis.busy_workers() or sorted(ctx.cluster.live_workers()))
             try:
                 ctx.nemesis.kill_worker(victim)
                 time.sleep(1.0)
