@@ -22,8 +22,8 @@ pid, cold_start, status, latency_ms, outcome). Admin routes (not proxied, not lo
 
 Fault hook (the API Gateway timeout case: the Lambda did its work, the client never heard):
 ``POST /_gateway/faults/die-after-handler`` with ``{"jobId": X, "status": 502|504, "count": 1}``
-arms "the next invocation whose request body has jobId X dies after its handler returned and
-before the reply is written": the instance is SIGKILLed once its handler has replied (so the
+arms "the next invocation the harness marked with job X (``X-Harness-Job: X``) dies after its
+handler returned and before the reply is written": the instance is SIGKILLed once its handler has replied (so the
 handler's side effects, e.g. ``begin_rpc``, happened), its reply is dropped, the client gets
 502 (instance crashed) or 504 (integration timeout, without waiting the full timeout), and a
 fresh instance replaces it. ``GET /_gateway/faults`` lists armed and fired faults (each fired one
@@ -133,7 +133,9 @@ def _json_body(status: int, payload: dict[str, Any], kind: str, **kw: Any) -> Ou
     return Outcome(status, {"Content-Type": "application/json"}, body, kind, **kw)
 
 
-def match_resource(path: str, resources: list[str] | tuple[str, ...] = ()) -> tuple[str, dict[str, str] | None]:
+def match_resource(
+    path: str, resources: list[str] | tuple[str, ...] = ()
+) -> tuple[str, dict[str, str] | None]:
     """Map a raw request path to (resource, pathParameters) like the deployed REST API: the first
     resource whose segments match (``{name}`` takes one segment, ``{name+}`` the rest), else
     ``/{proxy+}``."""
@@ -968,7 +970,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=3000, help="0 picks a free port")
     parser.add_argument("--instances", type=int, default=3)
     parser.add_argument("--handler", required=True, help="module:function, the app's Lambda entry point")
-    parser.add_argument("--resource", action="append", default=[], help="an API resource, e.g. /status/{jobId}")
+    parser.add_argument(
+        "--resource", action="append", default=[], help="an API resource, e.g. /status/{jobId}"
+    )
     parser.add_argument("--cwd", help="working directory of the Lambda instances (the app's directory)")
     parser.add_argument("--log", help="JSON-lines request log")
     parser.add_argument("--timeout", type=float, default=29.0, help="integration timeout, seconds")

@@ -22,7 +22,6 @@ from harness import paths
 from harness.errors import HarnessError
 
 # the directory holding the harness package: a source checkout, or site-packages when installed
-PROJECT_ROOT = paths.SOURCE_ROOT
 SERVER_BIN_ENV = "RESONATE_SERVER_BIN"
 SETUP_HINT = "run `harness setup`"
 

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from harness import checks, dedup
+from harness.agent.worker import PATH_ENV
 from harness.cli import main
 from harness.gateway import GatewayProcess
 from harness.history import read_jsonl
@@ -36,9 +37,9 @@ def handler(event, context):
 def marker_gateway(tmp_path: Path) -> Iterator[tuple[GatewayProcess, Path]]:
     (tmp_path / "marker_lambda.py").write_text(textwrap.dedent(MARKER_MODULE))
     marker = tmp_path / "marker.jsonl"
-    gw = GatewayProcess("marker_lambda", instances=2, log_path=tmp_path / "gw.jsonl",
+    gw = GatewayProcess("marker_lambda:handler", cwd=tmp_path, instances=2, log_path=tmp_path / "gw.jsonl",
                         stderr_path=tmp_path / "gw.err",
-                        env={"PYTHONPATH": str(tmp_path), "MARKER_FILE": str(marker)})  # fmt: skip
+                        env={PATH_ENV: str(tmp_path), "MARKER_FILE": str(marker)})  # fmt: skip
     gw.start()
     try:
         yield gw, marker
@@ -46,14 +47,21 @@ def marker_gateway(tmp_path: Path) -> Iterator[tuple[GatewayProcess, Path]]:
         gw.stop()
 
 
+def submit(url: str, job_id: str) -> requests.Response:
+    """A submission as the harness sends it: marked with its job (X-Harness-Job), which the
+    die-after-handler fault matches (the body's schema is the app's business)."""
+    return requests.post(f"{url}/process-document", json={"jobId": job_id}, headers={"X-Harness-Job": job_id},
+                         timeout=10)  # fmt: skip
+
+
 def test_armed_instance_dies_after_its_handler_ran(marker_gateway: tuple[GatewayProcess, Path]) -> None:
     gw, marker = marker_gateway
     url = gw.url
     armed = gw.arm_death("job-x")
     assert armed["jobId"] == "job-x" and armed["status"] == 502
-    assert requests.post(f"{url}/process-document", json={"jobId": "other"}, timeout=10).status_code == 202
+    assert submit(url, "other").status_code == 202
 
-    res = requests.post(f"{url}/process-document", json={"jobId": "job-x"}, timeout=10)
+    res = submit(url, "job-x")
     assert res.status_code == 502
     ran = [json.loads(line) for line in marker.read_text().splitlines()]
     assert [r["jobId"] for r in ran] == ["other", "job-x"]  # the handler did its work before the death
@@ -65,11 +73,11 @@ def test_armed_instance_dies_after_its_handler_ran(marker_gateway: tuple[Gateway
     assert any(d["pid"] == fired[0]["pid"] and d["kill_reason"].startswith("fault:") for d in dead)
 
     # the fault fired once: the retry is answered, by a live instance
-    retry = requests.post(f"{url}/process-document", json={"jobId": "job-x"}, timeout=10)
+    retry = submit(url, "job-x")
     assert retry.status_code == 202 and retry.json()["pid"] != fired[0]["pid"]
 
     gw.arm_death("job-y", status=504)
-    assert requests.post(f"{url}/process-document", json={"jobId": "job-y"}, timeout=10).status_code == 504
+    assert submit(url, "job-y").status_code == 504
     deadline = time.monotonic() + 20  # the pool is refilled with fresh instances
     while len(gw.instances()) < 2 or any(i["state"] == "starting" for i in gw.instances()):
         assert time.monotonic() < deadline, gw.instances()
@@ -89,7 +97,7 @@ def test_arming_rejects_bad_requests(marker_gateway: tuple[GatewayProcess, Path]
     assert requests.get(route, timeout=5).status_code == 405
     gw.arm_death("a", count=2)
     assert requests.delete(f"{gw.url}/_gateway/faults", timeout=5).json() == {"disarmed": 1}
-    assert requests.post(f"{gw.url}/process-document", json={"jobId": "a"}, timeout=10).status_code == 202
+    assert submit(gw.url, "a").status_code == 202
 
 
 # ----- the extended dedup verdict and the per-job table, on doctored histories -----
@@ -103,8 +111,17 @@ def _answer(run: FakeRun, job: dict, status: int, mode: str, case: str, **fields
               case=case, instance=f"lambda-{len(run.events) % 3}")  # fmt: skip
 
 
-def death_history(retry_status: int = 202, regress: str | None = None) -> tuple[FakeRun, dict]:
-    """One job: its first submission dies (502), a retry, two concurrent copies, one after done."""
+def death_history(
+    retry_status: int = 202, regress: str | None = None, done_flag: bool = True
+) -> tuple[FakeRun, dict]:
+    """One job: its first submission dies (502), a retry, two concurrent copies, one after done.
+    Status polls are logged as the client logs them (`done`: the app's done rule), or, with
+    `done_flag=False`, as histories from before the app was a plug-in (the status string only)."""
+
+    def poll(http: int, status: str | None) -> None:
+        flag = {"done": http == 200 and status == "done"} if done_flag else {}
+        run.event("status", job_id=job["jobId"], http=http, status=status, **flag)
+
     run = FakeRun(verdicts=["dedup"])
     job = run.new_job()
     run.submit(job, mode="dup")  # creates the root promise: the dying instance called begin_rpc
@@ -114,13 +131,13 @@ def death_history(retry_status: int = 202, regress: str | None = None) -> tuple[
     _answer(run, job, retry_status, "retry", "retry-after-death")
     for _ in range(2):
         _answer(run, job, 202, "dup", "concurrent")
-    run.event("status", job_id=job["jobId"], http=200, status="processing")
+    poll(200, "processing")
     run.run_job(job)
-    run.event("status", job_id=job["jobId"], http=200, status="done")
+    poll(200, "done")
     if regress == "processing":
-        run.event("status", job_id=job["jobId"], http=200, status="processing")
+        poll(200, "processing")
     elif regress == "404":
-        run.event("status", job_id=job["jobId"], http=404, status=None)
+        poll(404, None)
     _answer(run, job, 202, "late-dup", "after-done")
     return run, job
 
@@ -138,12 +155,14 @@ def test_dedup_fails_when_no_retry_after_a_lost_answer_is_accepted() -> None:
     assert not v["ok"] and job["jobId"] in v["detail"] and "none of its 1 retries was accepted" in v["detail"]
 
 
+@pytest.mark.parametrize("done_flag", [True, False], ids=["done-flag", "status-only"])
 @pytest.mark.parametrize("regress", ["processing", "404"])
-def test_dedup_fails_when_the_status_goes_backwards(regress: str) -> None:
-    run, job = death_history(regress=regress)
+def test_dedup_fails_when_the_status_goes_backwards(regress: str, done_flag: bool) -> None:
+    run, job = death_history(regress=regress, done_flag=done_flag)
     v = checks.dedup(run.history())
     assert not v["ok"] and job["jobId"] in v["detail"]
     assert ("back to processing" if regress == "processing" else "404") in v["detail"]
+    assert checks.dedup(death_history(done_flag=done_flag)[0].history())["ok"]  # the same run, no regression
 
 
 def test_table_counts_submissions_by_case() -> None:

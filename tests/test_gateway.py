@@ -1,9 +1,12 @@
 """Tests of the API Gateway + Lambda simulator and the seed's Lambda handler.
 
-A real legacy Resonate server (no worker) sits behind ``workflow.lambda_function`` run by
-``harness.gateway`` with three instances. Server binary: env RESONATE_SERVER_BIN, else
-.tools/bin/resonate, else /tmp/resonate-0.8.2; without one the server tests skip (fail when
-CI == "true"). The fault tests use a throwaway handler module and need no server.
+A real legacy Resonate server (no worker) sits behind the reference app's handler
+(``lambda_function:handler`` in ``workflow/``, loaded as the harness loads any app: cwd and import
+root the app's directory) run by ``harness.gateway`` with three instances. Server binary: the one
+the harness runs (harness.stack: $RESONATE_SERVER_BIN, else what `harness setup` installed), through
+the plugin's `server_versions` fixture; without one the server tests skip (fail when CI == "true").
+The fault tests use a throwaway handler module and need no server.
+The fuzz corpus is harness.fuzz.corpus, derived from the reference app's templates.
 """
 
 from __future__ import annotations
@@ -11,12 +14,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import random
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -24,48 +23,29 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 import requests
 
+from harness.agent.worker import PATH_ENV
+from harness.app.spec import REFERENCE_APP, AppSpec
+from harness.fuzz.corpus import ACCEPT, STATUS, VALID_ID, build_corpus
+from harness.fuzz.run import send
 from harness.gateway import GatewayProcess
+from harness.stack import Ports, get_stack
+from harness.waiting import free_ports
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SERVER_CANDIDATES = [
-    REPO_ROOT / ".tools/bin/resonate",
-    Path("/work/main/.tools/bin/resonate"),
-    Path("/tmp/resonate-0.8.2"),
-]
-MODULE = "workflow.lambda_function"
-FIELDS = ("jobId", "documentUrl", "requesterId", "type")
+APP = AppSpec.load(REFERENCE_APP)
 FUZZ_SEED = 20240607
 
 
+def reference_gateway(**kw: Any) -> GatewayProcess:
+    """The reference app's handler behind a gateway, loaded like any app (cwd, import roots)."""
+    env = {PATH_ENV: os.pathsep.join(APP.import_roots()), **kw.pop("env", {})}
+    return GatewayProcess(APP.handler, resources=APP.gateway_resources(), cwd=APP.root, env=env, **kw)
+
+
 # ----- helpers -----
-
-
-def free_ports(n: int) -> list[int]:
-    """Ask the kernel for n distinct free loopback ports."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def server_binary() -> str | None:
-    """The Resonate server binary to use, or None."""
-    explicit = os.environ.get("RESONATE_SERVER_BIN")
-    if explicit:
-        return explicit if os.access(explicit, os.X_OK) else None
-    for path in SERVER_CANDIDATES:
-        if os.access(path, os.X_OK):
-            return str(path)
-    return shutil.which("resonate")
 
 
 def pid_gone(pid: int) -> bool:
@@ -166,27 +146,16 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    binary = server_binary()
-    if binary is None:
-        explicit = os.environ.get("RESONATE_SERVER_BIN")
-        reason = (
-            f"RESONATE_SERVER_BIN={explicit} is not an executable file"
-            if explicit
-            else "no Resonate server binary (set RESONATE_SERVER_BIN or install .tools/bin/resonate)"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        print(f"SKIP: {reason}", file=sys.stderr)
-        pytest.skip(reason)
+def server(server_versions: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A legacy server of its own: the binary and flags are the harness's (harness.stack), the
+    plugin's `server_versions` installs it if missing (skip without one; fail under CI=true)."""
+    legacy = get_stack()
     workdir = tmp_path_factory.mktemp("resonate")
-    http, poll, metrics, grpc = free_ports(4)
+    http, poll, metrics = free_ports(3)
     cmd = [
-        binary, "serve",
-        "--api-http-addr", f"127.0.0.1:{http}", "--aio-poll-addr", f"127.0.0.1:{poll}",
-        "--metrics-addr", f"127.0.0.1:{metrics}", "--api-grpc-addr", f"127.0.0.1:{grpc}",
-        "--aio-store-sqlite-path", str(workdir / "resonate.db"),
-    ]  # fmt: skip
+        str(legacy.server_bin),
+        *legacy.serve_args(Ports(http, poll, metrics), str(workdir / "resonate.db")),
+    ]
     with (workdir / "server.log").open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     srv = Server(proc, http, poll)
@@ -218,8 +187,7 @@ def stack(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "RESONATE_STORE_PORT": str(server.store_port),
         "RESONATE_MSG_PORT": str(server.msg_port),
     }
-    gw = GatewayProcess(
-        MODULE,
+    gw = reference_gateway(
         instances=3,
         log_path=workdir / "gateway.jsonl",
         stderr_path=workdir / "gateway.err",
@@ -305,128 +273,34 @@ def test_status_reports_done_and_failed(stack: Stack) -> None:
 
 # ----- (b) fuzzing malformed requests -----
 
-ODD_JOB_IDS: list[Any] = [
-    "a.1", "a/b", "../x", "a?b", "", " ", "a b", "a#b", "a%2Fb", "a*", "*", "doc/x", "é", "日本語", "job\n",
-    "a\x00b", "\ud800", "a" * 65, "a" * 1000, "-" * 65, "a.", ".a", "a\tb", "a;b", "a:b", "a,b", "a+b",
-]  # fmt: skip
-WRONG_VALUES: list[Any] = [None, 0, 1.5, True, False, [], ["a"], {}, {"a": 1}, "", "   "]
-ROUTES = [
-    ("GET", "/process-document"), ("PUT", "/process-document"), ("DELETE", "/process-document"),
-    ("PATCH", "/process-document"), ("POST", "/status/x1"), ("PUT", "/status/x1"), ("POST", "/"),
-    ("GET", "/"), ("POST", "/process-documents"), ("POST", "/process-document/extra"),
-    ("POST", "/PROCESS-DOCUMENT"), ("GET", "/status"), ("GET", "/status/"), ("GET", "/status/a/b"),
-    ("GET", "/statusx/y"), ("POST", "/v1/process-document"), ("DELETE", "/status/x1"),
-]  # fmt: skip
-
-
-def _case(method: str, path: str, body: bytes | None, expect: str, label: str) -> dict[str, Any]:
-    return {"method": method, "path": path, "body": body, "expect": expect, "label": label}
-
-
-def _enc(obj: Any) -> bytes:
-    return json.dumps(obj).encode()
-
-
-def fuzz_cases(seed: int) -> list[dict[str, Any]]:
-    """Malformed requests (plus a few valid ones), all derived from one seed."""
-    rng = random.Random(seed)
-    cases: list[dict[str, Any]] = []
-    post = "/process-document"
-
-    for odd in ODD_JOB_IDS:
-        job: dict[str, Any] = valid_job("x")
-        job["jobId"] = odd
-        body = json.dumps(job, ensure_ascii=rng.random() < 0.5).encode("utf-8", "surrogatepass")
-        cases.append(_case("POST", post, body, "4xx", f"odd jobId {odd!r}"))
-        if isinstance(odd, str) and odd:
-            raw_id = odd.encode("utf-8", "surrogatepass")
-            cases.append(_case("GET", "/status/" + quote(raw_id, safe=""), None, "4xx", f"status of {odd!r}"))
-    for field in FIELDS:
-        for value in WRONG_VALUES:
-            job = valid_job(f"wt-{field}")
-            job[field] = value
-            cases.append(_case("POST", post, _enc(job), "4xx", f"{field}={value!r}"))
-        job = valid_job("missing")
-        del job[field]
-        cases.append(_case("POST", post, _enc(job), "4xx", f"missing {field}"))
-        job = valid_job("toolong")
-        job[field] = "a" * 5000
-        cases.append(_case("POST", post, _enc(job), "4xx", f"overlong {field}"))
-    for top in ([], [valid_job("arr")], "string", 1, 0.5, None, True, [[[]]]):
-        cases.append(_case("POST", post, _enc(top), "4xx", f"top-level {type(top).__name__}"))
-    broken_json = [
-        b"", b"{", b"}", b"{'jobId': 'a'}", b'{"jobId": "a",}', b"nul", b"NaN", b'{"jobId": NaN}',
-        b'{"jobId": Infinity}', b"\xff\xfe\xfd", b"\x00" * 10, b'{"jobId": "a"', b"[" * 50000,
-        b'{"a":' * 20000, "\ufeff".encode() + _enc(valid_job("bom")), b"<xml/>", b"jobId=a&type=b",
-    ]  # fmt: skip
-    for raw in broken_json:
-        cases.append(_case("POST", post, raw, "4xx", f"invalid JSON {raw[:20]!r}"))
-    for size in (64 * 1024 + 1, 200 * 1024, 1024 * 1024):
-        job = valid_job(f"huge-{size}")
-        job["padding"] = "p" * size  # unknown fields are fine, but the body is too big
-        cases.append(_case("POST", post, _enc(job), "4xx", f"body of {size} bytes"))
-    cases.append(_case("POST", post, b"x" * (11 * 1024 * 1024), "4xx", "body over the gateway payload limit"))
-    for method, path in ROUTES:
-        cases.append(_case(method, path, _enc(valid_job("route")), "4xx", f"{method} {path}"))
-
-    # random mutations of a valid body
-    for i in range(120):
-        job = valid_job(f"mut-{i}")
-        op = rng.choice(["drop", "type", "oddid", "null", "rename"])
-        field = rng.choice(FIELDS)
-        if op == "drop":
-            del job[field]
-        elif op == "type":
-            job[field] = rng.choice([rng.randint(-9, 9), rng.random(), [job[field]], {"v": job[field]}, True])
-        elif op == "oddid":
-            job["jobId"] = rng.choice([o for o in ODD_JOB_IDS if isinstance(o, str)])
-        elif op == "null":
-            job[field] = None
-        else:
-            job[field.upper()] = job.pop(field)
-        body = json.dumps(job).encode("utf-8", "surrogatepass")
-        cases.append(_case("POST", post, body, "4xx", f"mutation {op} {field}"))
-    for _ in range(40):  # random bytes, mostly garbage
-        raw = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200)))
-        cases.append(_case("POST", post, raw, "4xx", f"random bytes {raw[:12]!r}"))
-
-    # a few valid requests interleaved, with unknown extra fields allowed
-    for i in range(12):
-        job = valid_job(f"fuzz-valid-{seed}-{i}")
-        if i % 3 == 0:
-            job["extra"] = {"ignored": True}
-        cases.append(_case("POST", post, _enc(job), "202", "valid"))
-    rng.shuffle(cases)
-    return cases
-
 
 @pytest.mark.server
 def test_fuzzed_malformed_requests_are_rejected_and_dispatch_nothing(stack: Stack) -> None:
     before = stack.server.promise_ids()
-    cases = fuzz_cases(FUZZ_SEED)
+    cases = build_corpus(APP, FUZZ_SEED)
     assert len(cases) >= 300
+    assert [c.body for c in build_corpus(APP, FUZZ_SEED)] == [c.body for c in cases]  # same seed, same corpus
     failures = []
     expected_new = set()
-    with requests.Session() as session:
-        for case in cases:
-            res = session.request(
-                case["method"],
-                stack.url + case["path"],
-                data=case["body"],
-                headers={"Content-Type": "application/json"},
-                timeout=30,
+    for case in cases:
+        res = send(
+            stack.url, case.method, case.path, case.body, {"Content-Type": "application/json"}, timeout=30
+        )
+        status, body = res["status"], res["answer"]
+        if case.expect == ACCEPT:
+            expected_new.add(f"doc/{case.job}")
+            ok = status == 202
+        elif case.kind == STATUS and VALID_ID.fullmatch(case.job or ""):
+            ok = status in (200, 404)  # a well-formed id: known or not
+        else:
+            ok = status is not None and 400 <= status < 500
+            if ok and status != 413 and case.method != "HEAD":
+                answer = json.loads(body)
+                ok = "error" in answer or "message" in answer
+        if not ok:
+            failures.append(
+                f"{case.id} {case.description}: {case.method} {case.path[:60]} -> {status} {body[:120]}"
             )
-            if case["expect"] == "202":
-                expected_new.add(f"doc/{json.loads(case['body'])['jobId']}")
-                ok = res.status_code == 202
-            else:
-                ok = 400 <= res.status_code < 500
-                if ok and res.status_code != 413:
-                    ok = "error" in res.json() or "message" in res.json()
-            if not ok:
-                failures.append(
-                    f"{case['label']}: {case['method']} {case['path']} -> {res.status_code} {res.text[:120]}"
-                )
     assert not failures, "\n".join(failures[:20])
     after = stack.server.promise_ids()
     assert after - before == expected_new
@@ -519,7 +393,7 @@ def test_killed_instance_is_replaced_by_a_cold_one(stack: Stack) -> None:
 
 
 def test_stopping_the_gateway_leaves_no_instances(tmp_path: Path) -> None:
-    gw = GatewayProcess(MODULE, instances=2, log_path=tmp_path / "gw.jsonl", stderr_path=tmp_path / "gw.err")
+    gw = reference_gateway(instances=2, log_path=tmp_path / "gw.jsonl", stderr_path=tmp_path / "gw.err")
     gw.start()
     try:
         assert gw.pid is not None
@@ -542,7 +416,7 @@ def test_stopping_the_gateway_leaves_no_instances(tmp_path: Path) -> None:
 
 
 def test_killing_the_gateway_takes_its_instances_down(tmp_path: Path) -> None:
-    gw = GatewayProcess(MODULE, instances=2, stderr_path=tmp_path / "gw.err")
+    gw = reference_gateway(instances=2, stderr_path=tmp_path / "gw.err")
     gw.start()
     try:
         assert gw.proc is not None
@@ -582,13 +456,15 @@ def handler(event, context):
 def fault_gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
     (tmp_path / "fault_lambda.py").write_text(textwrap.dedent(FAULT_MODULE))
     gw = GatewayProcess(
-        "fault_lambda",
+        "fault_lambda:handler",
+        resources=["/status/{jobId}"],
+        cwd=tmp_path,
         instances=1,
         log_path=tmp_path / "gw.jsonl",
         stderr_path=tmp_path / "gw.err",
         timeout=2,
         throttle_wait=0.5,
-        env={"PYTHONPATH": str(tmp_path)},
+        env={PATH_ENV: str(tmp_path)},
     )
     gw.start()
     try:

@@ -10,6 +10,13 @@ from harness.checks.views import Verdict, first_step, hits, step_label, verdict
 from harness.history import History
 
 
+def _is_done(e: dict[str, Any]) -> bool:
+    """Whether a status poll saw the job done: its `done` flag (the app's done rule, applied when the
+    poll was logged); a history logged without the flag (before the app was a plug-in: always the
+    reference app) has only the answer's status, "done" when done."""
+    return bool(e["done"]) if "done" in e else e.get("status") == "done"
+
+
 def _status_regressions(h: History, job: str) -> list[str]:
     """Logged status polls (`status` events) of an accepted job never answer 'unknown job', nor go
     back from done."""
@@ -19,8 +26,10 @@ def _status_regressions(h: History, job: str) -> list[str]:
     done_at = None
     for e in (e for e in h.of_kind("status") if e["job_id"] == job):
         if e["http"] == missing and accepted is not None and e["t"] > accepted:
-            return [f"job {job}: status answered {missing} {e['t'] - accepted:.2f}s after the job was accepted"]
-        if e.get("done"):
+            return [
+                f"job {job}: status answered {missing} {e['t'] - accepted:.2f}s after the job was accepted"
+            ]
+        if _is_done(e):
             done_at = done_at or e["t"]
         elif done_at is not None and e["http"] == 200:
             return [f"job {job}: status went from done back to {e.get('status')}"]

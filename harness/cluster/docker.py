@@ -102,7 +102,7 @@ from harness.errors import HarnessError, WaitTimeout
 from harness.gateway import gateway_command
 from harness.stack import Ports
 from harness.toxiproxy import Toxiproxy
-from harness.waiting import free_port, wait_until
+from harness.waiting import free_ports, wait_until
 
 # Ports inside the containers (fixed: every member has its own network namespace).
 SERVER_PORTS = Ports(api=8001, poll=8002, metrics=9090)
@@ -140,9 +140,8 @@ class DockerCluster(ProxiedLinks, Cluster):
         self.gateway_name = f"{self.prefix}-gateway"
         self.toxiproxy_name = f"{self.prefix}-toxiproxy"
         # host ports, fixed for the cluster's lifetime so a restarted server keeps its address
-        self.api_port, self.poll_port, self.metrics_port = free_port(), free_port(), free_port()
-        self.gateway_port = free_port()
-        self.toxiproxy_port = free_port() if config.proxied else 0  # its HTTP API on 127.0.0.1
+        self.api_port, self.poll_port, self.metrics_port, self.gateway_port, toxi = free_ports(5)
+        self.toxiproxy_port = toxi if config.proxied else 0  # its HTTP API on 127.0.0.1
         self.server_api = f"http://127.0.0.1:{self.api_port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
         self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"

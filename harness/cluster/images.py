@@ -18,8 +18,8 @@ Environment:
     HARNESS_DEBIAN_SUITE  suite to debootstrap (default ``trixie``: Python 3.13; bookworm has 3.11)
     HARNESS_DEBIAN_MIRROR mirror URL (default: the first Debian archive URI in apt's sources)
     HARNESS_WHEEL_PYTHON  host interpreter for ``pip wheel`` (default: one matching the image's X.Y)
-    HARNESS_CACHE_DIR     cache of tarballs, wheelhouses and locks (default ``.tools/images`` of the
-                          checkout holding the harness, else ``~/.cache/resonate-harness/images``)
+    HARNESS_CACHE_DIR     cache of tarballs, wheelhouses and locks (default ``images/`` of the
+                          per-user cache, ``~/.cache/resonate-harness/images``)
 """
 
 from __future__ import annotations
@@ -49,11 +49,12 @@ from docker.models.images import Image
 from docker.types import Mount
 from filelock import FileLock
 
+from harness import paths
 from harness.errors import HarnessError
+from harness.stack import get_stack
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RECIPE = "harness-images/1"  # bump to force every image to be rebuilt
 DEFAULT_BASE = "python:3.12-slim"
 DEBIAN_PACKAGES = ("python3", "python3-venv", "ca-certificates", "netbase")
@@ -77,23 +78,18 @@ class ImageBuildError(HarnessError):
     """An image could not be made."""
 
 
-def tools_dir(project_root: Path = PROJECT_ROOT) -> Path:
-    """The cache folder for tarballs, wheelhouses and locks: $HARNESS_CACHE_DIR, else the git-ignored
-    .tools/images of the checkout holding the harness, else ~/.cache/resonate-harness/images."""
-    if env := os.environ.get("HARNESS_CACHE_DIR"):
-        path = Path(env)
-    elif (project_root / "pyproject.toml").is_file():
-        path = project_root / ".tools" / "images"
-    else:  # an installed harness (site-packages): not a place for caches
-        path = Path.home() / ".cache" / "resonate-harness" / "images"
+def tools_dir() -> Path:
+    """The cache folder for tarballs, wheelhouses and locks: $HARNESS_CACHE_DIR, else images/ of the
+    per-user cache (harness.paths)."""
+    path = Path(env) if (env := os.environ.get("HARNESS_CACHE_DIR")) else paths.cache_dir() / "images"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def default_server_bin(project_root: Path = PROJECT_ROOT) -> Path:
-    """The Resonate server binary: ``.tools/bin/resonate`` if built, else the legacy /tmp build."""
-    local = project_root / ".tools" / "bin" / "resonate"
-    return local if local.exists() else Path("/tmp/resonate-0.8.2")
+def default_server_bin() -> Path:
+    """The Resonate server binary the process backend would run: $RESONATE_SERVER_BIN, else what
+    `harness setup` installed (harness.stack, the one place that finds it)."""
+    return get_stack().server_bin
 
 
 def docker_client(base_url: str | None = None, timeout: int = 600) -> docker.DockerClient:
@@ -155,9 +151,11 @@ def find_image(client: docker.DockerClient, kind: str, digest: str) -> str | Non
 
 
 @contextlib.contextmanager
-def build_lock(kind: str, project_root: Path = PROJECT_ROOT) -> Iterator[None]:
+def build_lock(
+    kind: str,
+) -> Iterator[None]:
     """Cross-process lock for building one kind of image."""
-    lock_dir = tools_dir(project_root) / "locks"
+    lock_dir = tools_dir() / "locks"
     lock_dir.mkdir(exist_ok=True)
     with FileLock(str(lock_dir / f"{kind}.lock"), timeout=LOCK_TIMEOUT):
         yield
@@ -278,9 +276,9 @@ def _trim_rootfs(root: Path) -> None:
                 path.unlink(missing_ok=True)
 
 
-def _debootstrap_tarball(parts: dict[str, Any], digest: str, project_root: Path) -> Path:
+def _debootstrap_tarball(parts: dict[str, Any], digest: str) -> Path:
     """Build (or reuse) ``.tools/images/base-<hash>.tar``: a trimmed debootstrap rootfs."""
-    cache = tools_dir(project_root)
+    cache = tools_dir()
     tarball = cache / f"base-{digest[:16]}.tar"
     if tarball.exists():
         return tarball
@@ -326,7 +324,9 @@ def _debootstrap_tarball(parts: dict[str, Any], digest: str, project_root: Path)
 
 
 def ensure_base_image(
-    client: docker.DockerClient, *, base: str | None = None, project_root: Path = PROJECT_ROOT
+    client: docker.DockerClient,
+    *,
+    base: str | None = None,
 ) -> str:
     """A base image with Python >= 3.12: the configured one if present (or pullable), else debootstrap."""
     _ping(client)
@@ -350,11 +350,11 @@ def ensure_base_image(
     digest = inputs_hash(parts)
     if tag := find_image(client, "base", digest):
         return tag
-    with build_lock("base", project_root):
+    with build_lock("base"):
         if tag := find_image(client, "base", digest):
             return tag
         started = time.monotonic()
-        tarball = _debootstrap_tarball(parts, digest, project_root)
+        tarball = _debootstrap_tarball(parts, digest)
         tag = image_tag("base", digest)
         repo, name = tag.split(":")
         changes = [
@@ -394,7 +394,7 @@ def check_server_binary(server_bin: Path) -> None:
         raise ImageBuildError(
             "an executable Resonate server binary",
             seen=f"{server_bin} is missing or not executable",
-            hint="bash scripts/install-server.sh, or pass another path",
+            hint="run `harness setup` (it builds the server into the cache), or pass another path",
         )
     if not shutil.which("ldd"):
         return
@@ -434,16 +434,15 @@ def _binary_image(
     tar: bytes,
     changes: list[str],
     check: tuple[list[str], str, str],
-    project_root: Path,
 ) -> str:
     """The base image plus one host binary (a tar of it), committed with `changes`, labelled with
     the inputs hash; `check` = (args to run in the new image, what its output must contain, a hint)."""
     _ping(client)
-    base = ensure_base_image(client, project_root=project_root)
+    base = ensure_base_image(client)
     digest = inputs_hash({"kind": kind, "base": _image_id(client, base), "bin": file_sha256(binary)})
     if tag := find_image(client, kind, digest):
         return tag
-    with build_lock(kind, project_root):
+    with build_lock(kind):
         if tag := find_image(client, kind, digest):
             return tag
         started = time.monotonic()
@@ -463,9 +462,7 @@ def _binary_image(
         return tag
 
 
-def ensure_server_image(
-    client: docker.DockerClient, server_bin: Path, *, project_root: Path = PROJECT_ROOT
-) -> str:
+def ensure_server_image(client: docker.DockerClient, server_bin: Path) -> str:
     """An image with ``server_bin`` at /usr/local/bin/resonate, entrypoint ``resonate`` (cmd ``serve``)."""
     server_bin = Path(server_bin).resolve()
     check_server_binary(server_bin)
@@ -474,7 +471,6 @@ def ensure_server_image(
         _binary_tar(server_bin, "usr/local/bin/resonate", dirs=("var/lib/resonate",)),
         ['ENTRYPOINT ["resonate"]', 'CMD ["serve"]', "WORKDIR /var/lib/resonate"],
         (["--version"], "version", "the binary may need a newer glibc than the base image has"),
-        project_root,
     )  # fmt: skip
 
 
@@ -483,10 +479,8 @@ def ensure_server_image(
 TOXIPROXY_API_PORT = 8474  # toxiproxy-server's own default
 
 
-def ensure_toxiproxy_image(
-    client: docker.DockerClient, toxiproxy_bin: Path | None = None, *, project_root: Path = PROJECT_ROOT
-) -> str:
-    """An image with ``toxiproxy_bin`` (default: the one scripts/install-toxiproxy.sh installs) at
+def ensure_toxiproxy_image(client: docker.DockerClient, toxiproxy_bin: Path | None = None) -> str:
+    """An image with ``toxiproxy_bin`` (default: the one `harness setup` installs) at
     /usr/local/bin/toxiproxy-server; entrypoint that binary, listening on 0.0.0.0:8474."""
     from harness import toxiproxy  # the binary's lookup and install hint live there
 
@@ -497,7 +491,6 @@ def ensure_toxiproxy_image(
         ['ENTRYPOINT ["toxiproxy-server"]', f'CMD ["-host", "0.0.0.0", "-port", "{TOXIPROXY_API_PORT}"]',
          f"EXPOSE {TOXIPROXY_API_PORT}"],
         (["-version"], "version", f"{binary} must be a static (CGO_ENABLED=0) build; {toxiproxy.INSTALL_HINT}"),
-        project_root,
     )  # fmt: skip
 
 
@@ -544,12 +537,11 @@ def _manylinux_platforms(glibc: str, machine: str) -> list[str]:
     return [*tags, f"manylinux2014_{machine}", f"manylinux2010_{machine}", f"manylinux1_{machine}"]
 
 
-def wheelhouse(pip_args: list[str], key: dict[str, Any], probe: dict[str, str], *, cwd: Path | None = None,
-               project_root: Path = PROJECT_ROOT) -> Path:  # fmt: skip
+def wheelhouse(pip_args: list[str], key: dict[str, Any], probe: dict[str, str], *, cwd: Path | None = None,) -> Path:  # fmt: skip
     """Wheels of ``pip wheel PIP_ARGS`` (requirement specifiers, ``-r FILE``) for the image's Python
     (`probe`), cached under .tools/images/wheelhouse/ by `key` (what the arguments stand for)."""
     digest = inputs_hash({"kind": "wheelhouse", **key, **probe})[:16]
-    house = tools_dir(project_root) / "wheelhouse" / digest
+    house = tools_dir() / "wheelhouse" / digest
     if (house / ".complete").exists():
         return house
     shutil.rmtree(house, ignore_errors=True)

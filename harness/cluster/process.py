@@ -18,7 +18,7 @@ from harness.errors import HarnessError
 from harness.gateway import gateway_command
 from harness.stack import Ports
 from harness.toxiproxy import Toxiproxy, ToxiproxyServer, listen_port
-from harness.waiting import free_port, wait_until
+from harness.waiting import free_ports, wait_until
 
 OWNER_ENV = "HARNESS_OWNER"  # every process we start carries the harness's pid here
 
@@ -28,10 +28,11 @@ class ProcessCluster(ProxiedLinks, Cluster):
 
     def __init__(self, config: ClusterConfig) -> None:
         super().__init__(config)
-        self.ports = Ports(api=free_port(), poll=free_port(), metrics=free_port())
+        api, poll, metrics, gateway = free_ports(4)
+        self.ports = Ports(api=api, poll=poll, metrics=metrics)
         self.server_api = f"http://127.0.0.1:{self.ports.api}"
         self.metrics_url = f"http://127.0.0.1:{self.ports.metrics}"
-        self.gateway_port = free_port()
+        self.gateway_port = gateway
         self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
         self.server: subprocess.Popen[bytes] | None = None
         self.gateway: subprocess.Popen[bytes] | None = None
@@ -101,7 +102,9 @@ class ProcessCluster(ProxiedLinks, Cluster):
     def tool_env(self) -> dict[str, str]:
         return self.env(self.config.member_env("127.0.0.1", self.ports.api, self.ports.poll))
 
-    def run_app_tool(self, args: list[str], extra: dict[str, str] | None = None, timeout: float = 300) -> tuple[int, str]:
+    def run_app_tool(
+        self, args: list[str], extra: dict[str, str] | None = None, timeout: float = 300
+    ) -> tuple[int, str]:
         env = {**self.env(self.config.member_env("127.0.0.1", self.ports.api, self.ports.poll, worker="tool")),
                **(extra or {})}  # fmt: skip
         env.pop("HARNESS_LEDGER_DIR", None)  # a tool writes nothing into the run's ledger

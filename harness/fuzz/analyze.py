@@ -7,7 +7,8 @@ A rejection is never a problem by itself. These are:
   answers the app's [status] missing code;
 - ``promise-for-rejected``: answered 4xx/5xx (or no answer), yet its dispatch created a promise;
 - ``unexplained-promise``: a promise on the server that no accepted request explains;
-- ``never-done``: accepted, dispatched, but its status never done within the deadline;
+- ``never-done``: accepted, dispatched, but its status never done within the deadline, or done while
+  its promise is still PENDING on the server (the status read some other job's promise);
 - ``hang``: no answer within the per-case timeout, or the gateway's 504 (the handler outran it);
 - ``no-answer``: the connection failed; ``5xx``: any other server error.
 """
@@ -19,13 +20,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from harness.fuzz.corpus import CATEGORIES, STATUS, SUBMIT
 from harness.history import PROMISES, History, load_json
 
 FUZZ_FILE = "fuzz.json"
 BASELINE = Path("fuzz-baseline") / PROMISES
 # worst first: what the verdict detail names first
 KINDS = ("lost", "promise-for-rejected", "unexplained-promise", "never-done", "hang", "no-answer", "5xx")
-SUBMIT, STATUS = "submit", "status"
 
 
 def _ok(status: int | None) -> bool:
@@ -85,7 +86,8 @@ def analyze(run_dir: Path) -> dict[str, Any]:
             _accepted(c, mine, promises, data)
 
     # promises no accepted request explains, attributed to a case by the app's learned id scheme
-    by_job = {c.row["job"]: c for c in cases.values() if isinstance(c.row.get("job"), str) and not _ok(c.row["status"])}
+    by_job = {c.row["job"]: c for c in reversed(cases.values()) if isinstance(c.row.get("job"), str)
+              and c.row["kind"] != STATUS and not _ok(c.row["status"])}  # fmt: skip
     loose = []
     for pid in unexplained:
         root = roots[pid]
@@ -96,7 +98,7 @@ def analyze(run_dir: Path) -> dict[str, Any]:
             loose.append(pid)
         else:
             c.add("unexplained-promise", f"the server holds {pid}, which no accepted request explains")
-    rows = [_row(c) for c in cases.values()]
+    rows = sorted((_row(c) for c in cases.values()), key=_case_order)
     return {"rows": rows, "verdict": _verdict(rows, loose), "figures": _figures(rows), "unexplained": loose}
 
 
@@ -118,8 +120,13 @@ def _accepted(c: _Case, mine: list[dict[str, Any]], promises: dict[str, Any], da
         return
     last = poll.get("last") or {}
     seen = f"{last.get('http') or 'no answer'} {(last.get('answer') or last.get('error') or '')[:80]}".strip()
-    if poll["lost"]:
-        c.add("lost", f"its status poll GET {poll['path']} answered {data.get('missing_status')} "
+    if poll["done"]:  # the status said done: so must the server (else the status read another job's promise)
+        pending = [d["id"] for d in mine if promises.get(d["id"], {}).get("state") == "PENDING"]
+        if pending:
+            c.add("never-done", f"its status poll {poll['path']} answered done, yet promise {', '.join(pending)} "
+                                f"is still PENDING on the server (the status read another job?)")  # fmt: skip
+    elif poll["lost"]:
+        c.add("lost", f"its status poll {poll['path']} answered {data.get('missing_status')} "
                       f"{poll['missing']} times ({', '.join(d['id'] for d in mine)} dispatched)")  # fmt: skip
     elif poll["gave_up"]:
         c.add("never-done", f"its status poll {poll['path']} failed {poll['failed']} times in a row: {seen}")
@@ -138,6 +145,11 @@ def _row(c: _Case) -> dict[str, Any]:
             "detail": "; ".join(d for k in kinds for d in c.problems[k])}  # fmt: skip
 
 
+def _case_order(r: dict[str, Any]) -> tuple[int, str]:
+    """Cases in the order of their categories (valid and odd ids first), then by id."""
+    return CATEGORIES.index(r["category"]) if r["category"] in CATEGORIES else len(CATEGORIES), r["id"]
+
+
 def _verdict(rows: list[dict[str, Any]], loose: list[str]) -> dict[str, Any]:
     bad = [r for r in rows if r["problems"]]
     accepted = sum(1 for r in rows if _ok(r["status"]))
@@ -152,7 +164,9 @@ def _verdict(rows: list[dict[str, Any]], loose: list[str]) -> dict[str, Any]:
             names = ", ".join(f"{r['id']} {r['description']}" for r in hit[:3])
             parts.append(f"{kind} in {len(hit)} ({names}{', ...' if len(hit) > 3 else ''})")
     if loose:
-        parts.append(f"{len(loose)} promises no accepted request explains ({', '.join(map(repr, loose[:3]))})")
+        parts.append(
+            f"{len(loose)} promises no accepted request explains ({', '.join(map(repr, loose[:3]))})"
+        )
     return {"ok": False, "detail": f"{len(bad)} of {len(rows)} cases show problems: " + "; ".join(parts)}
 
 
@@ -167,25 +181,43 @@ def _figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
             **{f"fuzz_{k.replace('-', '_')}": count(k) for k in KINDS}}  # fmt: skip
 
 
-def print_report(results: dict[str, Any], run_dir: Path, out: Any = None, limit: int = 60) -> None:
-    """The problem cases as a table, the summary line and the run directory."""
+def print_report(results: dict[str, Any], run_dir: Path, out: Any = None, per_kind: int = 20) -> None:
+    """The problem cases as a table (worst kind first, up to `per_kind` cases of each kind, so one
+    kind's many cases do not hide the others), the summary line and the run directory."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console(file=out, width=200)
-    rows = [r for r in results.get("fuzz", []) if r["problems"]]
+    console = Console(file=out, width=220)
+    problem_rows = [r for r in results.get("fuzz", []) if r["problems"]]
+    by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in problem_rows:
+        by_kind[min(r["problems"], key=KINDS.index)].append(r)
+    rows = [r for kind in KINDS for r in sorted(by_kind[kind], key=_case_order)[:per_kind]]
     if rows:
-        t = Table(title=f"fuzz: {len(rows)} problem cases", show_lines=False)
-        for col in ("case", "description", "request", "body", "status", "latency", "problems", "detail"):
-            t.add_column(col, overflow="fold")
-        for r in rows[:limit]:
-            t.add_row(r["id"], escape(r["description"]), escape(f"{r['method']} {r['path'][:40]}"),
-                      escape(r["body"][:40]), str(r["status"] or "-"), f"{r['latency']:.2f}s" if r["latency"] else "-",
-                      ", ".join(r["problems"]), escape(r["detail"][:160]))  # fmt: skip
+        t = Table(
+            title=f"fuzz: {len(problem_rows)} problem cases (worst first, up to {per_kind} of each kind)"
+        )
+        widths = {
+            "case": 18,
+            "description": 34,
+            "request": 30,
+            "status": 6,
+            "latency": 7,
+            "problems": 24,
+            "detail": 90,
+        }
+        for col, width in widths.items():
+            t.add_column(col, no_wrap=True, overflow="ellipsis", max_width=width)
+        for r in rows:
+            t.add_row(r["id"], escape(r["description"]), escape(f"{r['method']} {r['path']}"), str(r["status"] or "-"),
+                      f"{r['latency']:.2f}s" if r["latency"] is not None else "-", ", ".join(r["problems"]),
+                      escape(r["detail"]))  # fmt: skip
         console.print(t)
-        if len(rows) > limit:
-            console.print(f"... and {len(rows) - limit} more problem cases in results.json")
+        if len(problem_rows) > len(rows):
+            console.print(
+                f'... and {len(problem_rows) - len(rows)} more problem cases in results.json ("fuzz")'
+            )
     f = results.get("figures", {})
     verdict = results["verdicts"].get("fuzz", {"ok": False, "detail": "no fuzz verdict"})
     for name, v in results["verdicts"].items():

@@ -33,6 +33,8 @@ ODD_JOB_IDS: list[str] = [
 WRONG_VALUES: list[Any] = [None, 0, 1.5, True, False, [], ["a"], {}, {"a": 1}, "", "   "]
 TOP_LEVEL: list[Any] = [[], "string", 1, 0.5, None, True, [[[]]], {}]
 MUTATIONS = ("drop", "type", "oddid", "null", "rename")
+CATEGORIES = ("valid", "odd-id", "status-id", "wrong-type", "missing", "overlong", "top-level", "broken-json",
+              "oversized", "route", "mutation", "random-bytes")  # fmt: skip
 MUTATION_CASES, RANDOM_CASES, VALID_CASES = 120, 40, 12
 
 
@@ -42,7 +44,7 @@ class Case:
     it), None when it carries none usable."""
 
     id: str
-    category: str
+    category: str  # one of CATEGORIES
     description: str
     method: str
     path: str
@@ -205,7 +207,7 @@ class _Builder:
         for odd in ODD_JOB_IDS:
             if odd:
                 self.add("status-id", f"status of {short(odd)}", None, method=self.spec.status_method,
-                         path=self.t.status_path(odd), kind=STATUS)  # fmt: skip
+                         path=self.t.status_path(odd), kind=STATUS, job=odd)  # fmt: skip
 
     def fields(self) -> None:
         for at in self.t.fields:
@@ -246,7 +248,9 @@ class _Builder:
         tried = {(spec.submit_method, path), (spec.status_method, st_path)}
         plan = [(m, path) for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")]
         plan += [(m, st_path) for m in ("POST", "PUT", "DELETE", "PATCH", "HEAD")]
-        plan += [(spec.submit_method, p) for p in ("/", path + "s", path + "/extra", path.upper(), "/v1" + path)]
+        plan += [
+            (spec.submit_method, p) for p in ("/", path + "s", path + "/extra", path.upper(), "/v1" + path)
+        ]
         plan += [("GET", "/"), (spec.status_method, prefix.rstrip("/") or "/"), (spec.status_method, prefix),
                  (spec.status_method, prefix + "a/b"), (spec.status_method, prefix.rstrip("/") + "x/y")]  # fmt: skip
         for method, p in dict.fromkeys(plan):
@@ -254,12 +258,14 @@ class _Builder:
                 tried.add((method, p))
                 _, headers, body, job = self.t.submission()
                 raw = encode(body) if body is not None else None
-                self.add("route", f"{method} {p}", raw, method=method, path=p, kind=ROUTE, job=job, headers=headers)
+                self.add(
+                    "route", f"{method} {p}", raw, method=method, path=p, kind=ROUTE, job=job, headers=headers
+                )
 
     def mutations(self, count: int, start: int = 0) -> None:
         odd = [o for o in ODD_JOB_IDS if o]
         for _ in range(start, start + count):
-            op = self.rng.choice(MUTATIONS)
+            op, value = self.rng.choice(MUTATIONS), None
             at = self.rng.choice(self.t.fields) if self.t.fields else ()
             name = ".".join(at) or "body"
             if not at or (op == "oddid" and self.t.site[0] != "body"):
@@ -279,7 +285,10 @@ class _Builder:
                 change = self.field_change(at, None)
             else:
                 change = self._rename(at)
-            self.submit("mutation", f"mutation {op} {name}", change=change)
+            valid = op == "oddid" and VALID_ID.fullmatch(str(value)) is not None  # only the id changed: valid
+            self.submit(
+                "mutation", f"mutation {op} {name}", change=change, expect=ACCEPT if valid else EITHER
+            )
 
     def _rename(self, at: tuple[str, ...]) -> Any:
         def change(body: Any, job: str) -> tuple[Any, str | None]:

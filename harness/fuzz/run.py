@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from harness.app.spec import AppSpec, expand
 from harness.errors import HarnessError, WaitTimeout
-from harness.fuzz.analyze import FUZZ_FILE, analyze
+from harness.fuzz.analyze import FUZZ_FILE, analyze, print_report
 from harness.fuzz.corpus import ROUTE, STATUS, Case, build_corpus, quoted
 from harness.history import LedgerTail, snapshot_promises
 from harness.load import LOST_AFTER_MISSING
@@ -33,7 +33,11 @@ GATEWAY_TIMEOUT_S = 5.0  # short, so a hanging handler shows as a 504 quickly
 THROTTLE_WAIT_S = 10.0  # the gateway's wait for an idle instance before 429 (its default)
 POLL_FAILURES = 3  # status polls answering 5xx / nothing in a row: give up on the job
 BODY_KEPT = 4096  # bodies up to this size are kept in fuzz.json (base64), larger ones as a digest
-SETTINGS = dict(workers=2, gateway_instances=3, gateway_timeout_s=GATEWAY_TIMEOUT_S)
+
+
+def fuzz_settings() -> Settings:
+    """A few gateway instances (the canary proves the instrumentation), two workers, a short timeout."""
+    return Settings(workers=2, gateway_instances=3, gateway_timeout_s=GATEWAY_TIMEOUT_S)
 
 
 def send(base_url: str, method: str, path: str, body: bytes | None, headers: dict[str, str],
@@ -71,7 +75,9 @@ def _body_record(body: bytes | None) -> dict[str, Any]:
 class FuzzRun:
     """Sends the corpus through a running cluster and polls what was accepted."""
 
-    def __init__(self, ctx: RunContext, spec: AppSpec, corpus: list[Case], seed: int, deadline_s: float) -> None:
+    def __init__(
+        self, ctx: RunContext, spec: AppSpec, corpus: list[Case], seed: int, deadline_s: float
+    ) -> None:
         self.ctx, self.spec, self.corpus, self.seed, self.deadline_s = ctx, spec, corpus, seed, deadline_s
         self.url = ctx.cluster.gateway_url
         self.timeout = GATEWAY_TIMEOUT_S + THROTTLE_WAIT_S + 5  # a hang: no answer within this
@@ -129,7 +135,9 @@ class FuzzRun:
 
         def check(cid: str) -> tuple[str, dict[str, Any]]:
             p = self.rows[cid]["poll"]
-            return cid, send(self.url, self.spec.status_method, p["path"], None, {"X-Harness-Job": cid}, self.timeout)
+            return cid, send(
+                self.url, self.spec.status_method, p["path"], None, {"X-Harness-Job": cid}, self.timeout
+            )
 
         def round_done() -> bool:
             for cid, res in pool.map(check, sorted(pending)):
@@ -192,7 +200,7 @@ def fuzz(*, app: Path | str | None = None, backend: str = "process", seed: int =
     spec = AppSpec.load(app)
     corpus = build_corpus(spec, seed, cases)
     log(f"harness: fuzz corpus of {len(corpus)} cases from {spec.config}")
-    with session("fuzz", [], Settings(**SETTINGS), app=app, backend=backend, seed=seed, out=out,  # type: ignore[arg-type]
+    with session("fuzz", [], fuzz_settings(), app=app, backend=backend, seed=seed, out=out,
                  server_bin=server_bin, log=log, command=reproduce(app, backend, seed, cases, deadline)) as ctx:  # fmt: skip
         started = time.monotonic()
         FuzzRun(ctx, spec, corpus, seed, deadline).run()
@@ -209,8 +217,6 @@ def fuzz(*, app: Path | str | None = None, backend: str = "process", seed: int =
 
 def main(args: Any) -> int:
     """`harness fuzz`: exit 0 no problem, 1 a case shows a problem (HarnessError -> 2 in the CLI)."""
-    from harness.fuzz.analyze import print_report
-
     run_dir, results = fuzz(app=args.app, backend=args.backend, seed=args.seed, out=args.out, cases=args.cases,
                             deadline=args.deadline, server_bin=args.server_bin)  # fmt: skip
     print_report(results, run_dir)
