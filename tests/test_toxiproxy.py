@@ -1,7 +1,7 @@
 """Link faults through Toxiproxy: the proxies really cut and slow traffic, the process backend gives
 each worker its own link, the `partition` fault is classified right, and the scenario passes.
 
-Tests that need the toxiproxy-server binary (scripts/install-toxiproxy.sh) or the Resonate server
+Tests that need the toxiproxy-server binary (`harness setup` installs it) or the Resonate server
 skip with the reason on a dev machine without them and fail in CI (CI=true).
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness.app.spec import AppSpec
 from harness.checks import check, hits
 from harness.cluster.base import ClusterConfig
 from harness.cluster.process import OWNER_ENV, ProcessCluster
@@ -30,7 +31,7 @@ from harness.runner import run
 from harness.stack import get_stack
 from harness.toxiproxy import Toxiproxy, ToxiproxyServer, listen_port, server_bin
 from harness.waiting import wait_until
-from tests.histories import FakeRun, encode
+from tests.histories import STEPS, FakeRun, digest, encode, step_value
 
 
 # --- fixtures -----------------------------------------------------------------------------
@@ -94,7 +95,7 @@ def toxiproxies_of_mine() -> list[int]:
 
 # --- the client and the server process ----------------------------------------------------
 def test_missing_binary_is_an_environment_error(tmp_path: Path) -> None:
-    with pytest.raises(HarnessError, match=r"install-toxiproxy\.sh"):
+    with pytest.raises(HarnessError, match=r"harness setup"):
         server_bin(tmp_path / "no-such-toxiproxy")
 
 
@@ -171,16 +172,15 @@ def _cut_off(kind: str, takeover: bool) -> FakeRun:
     for step in (1, 2, 3):
         run.execute(job, step)
     attempt = run.execute(job, 4, end=False)
-    run.fault(kind, "worker-1", job=job["jobId"], step=4, pid=11, attempt=attempt)
+    run.fault(kind, "worker-1", job=job["jobId"], step="4", pid=11, attempt=attempt)
     if takeover:
         run.execute(job, 4, worker="worker-2", pid=22)
-    base = {"job": job["jobId"], "step": 4, "name": "store_results", "attempt": attempt, "worker": "worker-1",
-            "pid": 11}  # fmt: skip
-    run.ledger.append({"ev": "end", "t": run.tick(), "value": run.value(job, 4), **base})
+    root = run.root(job)
+    value = step_value(job["jobId"], "4")
+    run.record("end", "worker-1", 11, root=root, id=f"{root}.4", pos="4", fn=STEPS["4"], exec=attempt,
+               value=value, vd=digest(value))  # fmt: skip
     if not takeover:  # the cut-off worker checkpoints its step itself and carries on
-        root = f"doc/{job['jobId']}"
-        run.promises[f"{root}.4"] = {"id": f"{root}.4", "state": "RESOLVED", "param": {},
-                                     "value": encode(run.value(job, 4)),
+        run.promises[f"{root}.4"] = {"id": f"{root}.4", "state": "RESOLVED", "param": {}, "value": encode(value),
                                      "tags": {"resonate:scope": "local", "resonate:root": root}}  # fmt: skip
     run.event("heal", fault=kind, target="worker-1")
     run.execute(job, 5, worker="worker-2" if takeover else "worker-1", pid=22 if takeover else 11)
@@ -191,7 +191,7 @@ def _cut_off(kind: str, takeover: bool) -> FakeRun:
 def test_a_partition_hit_is_classified_cut_off() -> None:
     h = _cut_off("partition", takeover=True).history()
     (hit,) = hits(h)
-    assert (hit.fault, hit.step, hit.site) == ("partition", 4, "cut-off")
+    assert (hit.fault, hit.pos, hit.site) == ("partition", "4", "cut-off")
 
 
 def test_a_partition_hit_allows_a_takeover_and_names_it() -> None:
@@ -222,7 +222,7 @@ def test_the_link_faults_are_registered() -> None:
 
 
 def test_an_unproxied_process_cluster_refuses_link_faults(tmp_path: Path) -> None:
-    cluster = ProcessCluster(ClusterConfig(run_dir=tmp_path, stack=get_stack()))
+    cluster = ProcessCluster(ClusterConfig(run_dir=tmp_path, stack=get_stack(), app=AppSpec.load(None)))
     with pytest.raises(HarnessError, match="proxied"):
         cluster.partition_worker("worker-1")
     with pytest.raises(HarnessError, match="proxied"):
@@ -232,7 +232,14 @@ def test_an_unproxied_process_cluster_refuses_link_faults(tmp_path: Path) -> Non
 # --- the process backend with one link per worker (real server) ----------------------------
 @pytest.fixture
 def proxied(tmp_path: Path, server_ready: None, toxiproxy_bin: Path) -> Iterator[ProcessCluster]:
-    config = ClusterConfig(run_dir=tmp_path, stack=get_stack(), workers=2, gateway_instances=1, proxied=True)
+    config = ClusterConfig(
+        run_dir=tmp_path,
+        stack=get_stack(),
+        app=AppSpec.load(None),
+        workers=2,
+        gateway_instances=1,
+        proxied=True,
+    )
     with ProcessCluster(config) as cluster:
         yield cluster
 
@@ -301,7 +308,14 @@ def test_link_toxics_through_the_nemesis(proxied: ProcessCluster, tmp_path: Path
 def test_stopping_the_cluster_stops_toxiproxy(
     tmp_path: Path, server_ready: None, toxiproxy_bin: Path
 ) -> None:
-    config = ClusterConfig(run_dir=tmp_path, stack=get_stack(), workers=1, gateway_instances=1, proxied=True)
+    config = ClusterConfig(
+        run_dir=tmp_path,
+        stack=get_stack(),
+        app=AppSpec.load(None),
+        workers=1,
+        gateway_instances=1,
+        proxied=True,
+    )
     with ProcessCluster(config) as c:
         assert c.toxiproxy is not None
         pid = c.toxiproxy.pid
