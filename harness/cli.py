@@ -55,8 +55,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=N",
                    help="a scenario knob, e.g. --param jobs=5 for dedup-verify (see harness list)")  # fmt: skip
     r.add_argument(
-        "--server-bin", help="Resonate server binary (default: the one `harness setup` installs, or $RESONATE_SERVER_BIN)"
-    )
+        "--server-bin", help="Resonate server binary (default: what `harness setup` installed, or $RESONATE_SERVER_BIN)"
+    )  # fmt: skip
     c = sub.add_parser("check", help="recompute the verdicts of a saved run")
     c.add_argument("run_dir", type=Path)
     rep = sub.add_parser("report", help="render the report of a saved run")
@@ -64,11 +64,13 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("down", help="remove processes and containers a crashed run left behind")
     sub.add_parser("list", help="list the scenarios")
     i = sub.add_parser("init", help="draft DIR/harness.toml from the app's files (read, never run)")
-    i.add_argument("dir", nargs="?", default=".", type=Path, metavar="DIR", help="the app's directory (default .)")
+    i.add_argument(
+        "dir", nargs="?", default=".", type=Path, metavar="DIR", help="the app's directory (default .)"
+    )
     i.add_argument("--force", action="store_true", help="overwrite an existing harness.toml")
     i.add_argument("--stdout", action="store_true", help="print the draft instead of writing it")
-    s = sub.add_parser("setup", help="install the Resonate server and Toxiproxy into the per-user cache, once")
-    s.add_argument("--docker", action="store_true", help="also make a Docker daemon answer (as root: docker.io)")
+    s = sub.add_parser("setup", help="install the Resonate server and Toxiproxy into the user's cache, once")
+    s.add_argument("--docker", action="store_true", help="also make a Docker daemon answer (root: docker.io)")
     s.add_argument("--force", action="store_true", help="rebuild even what is installed")
     d = sub.add_parser("dedup", help="dedup verification: J jobs x K duplicates (concurrent, late, after a "
                                      "Lambda died), one root promise and one execution per job")  # fmt: skip
@@ -86,13 +88,13 @@ def parser() -> argparse.ArgumentParser:
     from harness.bench import add_arguments
 
     add_arguments(b)
-    z = sub.add_parser("fuzz", help="a malformed-request corpus against the app's handler, through the gateway")
+    z = sub.add_parser("fuzz", help="malformed requests to the app's handler through the gateway")
     _app_argument(z)
     z.add_argument("--backend", default="process", choices=["process", "docker"])
     z.add_argument("--seed", type=int, default=7, help="the corpus's seed (same seed, same corpus)")
     z.add_argument("--out", type=Path, help="run directory (default runs/fuzz-<time>-s<seed>)")
     z.add_argument("--cases", type=_positive, help="N cases, a few of every kind (default: the whole corpus)")
-    z.add_argument("--deadline", type=float, default=30.0, help="seconds for accepted cases to be done (default 30)")
+    z.add_argument("--deadline", type=float, default=30.0, help="seconds for accepted jobs to be done (30)")
     z.add_argument("--server-bin", help="Resonate server binary")
     return p
 

@@ -80,7 +80,9 @@ TOOLS = (SERVER, TOXIPROXY)
 
 
 # --- what runs call -------------------------------------------------------------------------
-def ensure_tools(server_bin: Path | str | None = None, *, toxiproxy: bool = False, log: Log = _stderr) -> None:
+def ensure_tools(
+    server_bin: Path | str | None = None, *, toxiproxy: bool = False, log: Log = _stderr
+) -> None:
     """Install the server (and Toxiproxy, when the run proxies its workers) if missing, once.
     A binary named by --server-bin or the environment is never replaced."""
     if not server_bin:
@@ -150,13 +152,17 @@ def _build_server(tool: Tool, version: str, where: Path, log: Log) -> None:
     env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "1"}
     with tempfile.TemporaryDirectory(prefix=".build-", dir=where) as tmp:
         work = Path(tmp)
-        code, _out, _err = _go(tool, [go, "install", f"{tool.module}@{version}"], work, {**env, "GOBIN": str(work)}, log)
+        code, _out, _err = _go(
+            tool, [go, "install", f"{tool.module}@{version}"], work, {**env, "GOBIN": str(work)}, log
+        )
         if code == 0:
             _place(work / "resonate", where / "resonate")
             return
         log("harness setup: `go install` refused it (its go.mod has replace directives); building it from its "
             "module root instead")  # fmt: skip
-        code, out, err = _go(tool, [go, "mod", "download", "-json", f"{tool.module}@{version}"], work, env, log)
+        code, out, err = _go(
+            tool, [go, "mod", "download", "-json", f"{tool.module}@{version}"], work, env, log
+        )
         try:
             info = json.loads(out)
         except json.JSONDecodeError:
@@ -182,7 +188,13 @@ def _build_toxiproxy(tool: Tool, version: str, where: Path, log: Log) -> None:
     env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
     with tempfile.TemporaryDirectory(prefix=".build-", dir=where) as tmp:
         work = Path(tmp)
-        args = [go, "install", "-ldflags", f"-s -w -X {tool.module}.Version={version}", f"{tool.module}/cmd/...@{version}"]
+        args = [
+            go,
+            "install",
+            "-ldflags",
+            f"-s -w -X {tool.module}.Version={version}",
+            f"{tool.module}/cmd/...@{version}",
+        ]
         code, out, err = _go(tool, args, work, {**env, "GOBIN": str(work)}, log)
         if code != 0:
             raise HarnessError(f"the Go module proxy to serve {tool.module}@{version} and a build of it",

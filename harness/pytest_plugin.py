@@ -67,17 +67,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests that use this plugin's `backend` fixture (directly or through harness_run) run once per
-    --backend; `@pytest.mark.harness(backends=[...])` skips the others."""
+    --backend; `@pytest.mark.harness(backends=[...])` leaves the others out (not a skip)."""
     if "backend" not in metafunc.fixturenames or not _ours(metafunc) or _parametrized_by_user(metafunc):
         return
     chosen = list(dict.fromkeys(metafunc.config.getoption("backend") or ["process"]))
     allowed = _marker_kwargs(metafunc.definition).get("backends")
-    params = []
-    for b in chosen:
-        marks: list[pytest.MarkDecorator] = [pytest.mark.docker] if b == "docker" else []
-        if allowed is not None and b not in allowed:
-            marks.append(pytest.mark.skip(reason=f"this test runs on {', '.join(allowed)} only"))
-        params.append(pytest.param(b, marks=marks, id=b))
+    params = [pytest.param(b, marks=[pytest.mark.docker] if b == "docker" else [], id=b)
+              for b in chosen if allowed is None or b in allowed]  # fmt: skip
+    if not params:
+        reason = f"this test runs on {', '.join(allowed)} only, and --backend chose {', '.join(chosen)}"
+        params = [pytest.param(chosen[0], marks=[pytest.mark.skip(reason=reason)], id=chosen[0])]
     metafunc.parametrize("backend", params, indirect=True)
 
 
@@ -228,7 +227,9 @@ class Verdicts:
         return self.verdicts[name]
 
     def __repr__(self) -> str:
-        lines = "; ".join(f"{'PASS' if v['ok'] else 'FAIL'} {k}: {v['detail']}" for k, v in self.verdicts.items())
+        lines = "; ".join(
+            f"{'PASS' if v['ok'] else 'FAIL'} {k}: {v['detail']}" for k, v in self.verdicts.items()
+        )
         return f"Verdicts({'ok' if self.ok else 'FAILED'}: {lines}; run dir {self.run_dir})"
 
 
@@ -281,7 +282,9 @@ class HarnessRun:
         wanted = list(names) if names is not None else self._default_verdicts
         unknown = [n for n in wanted if n not in VERDICTS]
         if unknown or not wanted:
-            raise HarnessError(f"verdict names among {', '.join(VERDICTS)}", seen=", ".join(unknown) or "none")
+            raise HarnessError(
+                f"verdict names among {', '.join(VERDICTS)}", seen=", ".join(unknown) or "none"
+            )
         self.end()
         meta_path = self.run_dir / RUN_META
         meta = json.loads(meta_path.read_text())
@@ -369,19 +372,19 @@ def harness_nemesis(harness_run: HarnessRun) -> Any:
 def harness_scenario(request: pytest.FixtureRequest, backend: str, server_ready: None, harness_app: AppSpec,
                      tmp_path: Path) -> Callable[..., Verdicts]:  # fmt: skip
     """Run a built-in scenario on the app: `harness_scenario("crash-recovery", seed=11)` -> Verdicts.
-    Keywords: workers (else --workers, else the scenario's), seed (else the marker's, else 7),
-    params (scenario knobs), and any runner.Settings field to override."""
+    Keywords: app (a directory; else --app), workers (else --workers, else the scenario's), seed
+    (else the marker's, else 7), params (scenario knobs), and any runner.Settings field to override."""
     counter = itertools.count(1)
     marker_seed = _marker_kwargs(request.node).get("seed", 7)
 
-    def run_scenario(name: str, *, workers: int | None = None, seed: int | None = None,
+    def run_scenario(name: str, *, app: Path | str | None = None, workers: int | None = None, seed: int | None = None,
                      params: dict[str, int] | None = None, **overrides: Any) -> Verdicts:  # fmt: skip
         from harness.runner import load_scenarios, run
 
         sc = load_scenarios().get(name)
         if (sc is not None and sc.settings.proxied) or overrides.get("proxied"):
             request.getfixturevalue("toxiproxy_bin")
-        res = run(name, app=app_dir(request.config), backend=backend, seed=marker_seed if seed is None else seed,
+        res = run(name, app=Path(app) if app is not None else app_dir(request.config), backend=backend, seed=marker_seed if seed is None else seed,
                   workers=workers or request.config.getoption("harness_workers"), params=params,
                   overrides=overrides, out=tmp_path / f"{name}-{next(counter)}")  # fmt: skip
         return _verdicts(res.run_dir, res.results)

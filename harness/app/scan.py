@@ -33,6 +33,7 @@ class Dispatch:
     name: str | None  # the registered function it invokes
     pid: str | None  # promise-id template, e.g. "doc/{job_id}"
     pid_exprs: list[ast.expr]
+    args: list[ast.expr]  # the workflow's arguments
     func: Func | None  # the function it is made in
     line: int
 
@@ -88,12 +89,24 @@ def py_files(app_dir: Path) -> list[Path]:
     return found
 
 
-def import_root(app_dir: Path, path: Path) -> tuple[str, str]:
-    """(import root relative to app_dir, dotted module name): climb packages, never above app_dir."""
+def import_root(app_dir: Path, path: Path, tree: ast.Module | None = None) -> tuple[str, str]:
+    """(import root relative to app_dir, dotted module name): climb packages, never above app_dir;
+    a file that imports its siblings by their bare names (`import sink`) is its own root."""
     root, parts = path.parent, [path.stem]
     while root != app_dir and (root / "__init__.py").is_file():
         parts.insert(0, root.name)
         root = root.parent
+    heads = (
+        {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        if tree
+        else set()
+    )
+    heads |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level} if tree else set()  # fmt: skip
+    here = path.parent
+    if root != here and any(
+        (here / f"{h}.py").is_file() or (here / h / "__init__.py").is_file() for h in heads if h
+    ):
+        root, parts = here, [path.stem]
     return root.relative_to(app_dir).as_posix() or ".", ".".join(parts)
 
 
@@ -118,7 +131,11 @@ def literal(node: ast.AST | None, mod: Module) -> str | None:
 
 def str_seq(node: ast.AST, mod: Module) -> list[str]:
     """The strings of a literal tuple/list/set/dict (keys), or of such a module constant (.items()/.keys())."""
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("items", "keys"):
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("items", "keys")
+    ):
         node = node.func.value
     value: Any = None
     if isinstance(node, ast.Name):
@@ -180,7 +197,12 @@ def template(node: ast.AST, mod: Module, depth: int = 0) -> tuple[str, list[ast.
     value = _plain(node, mod)
     if value is not None:
         return value, []
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in mod.funcs and depth < 3:
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in mod.funcs
+        and depth < 3
+    ):
         f = mod.funcs[node.func.id]
         ret = next((r for r in ast.walk(f) if isinstance(r, ast.Return) and r.value is not None), None)
         if ret is not None and ret.value is not None:
@@ -255,7 +277,7 @@ def _dispatch(call: ast.Call, mod: Module) -> Dispatch | None:
         fn = call.args[1]
         name = literal(fn, mod) or (fn.id if isinstance(fn, ast.Name) and fn.id in mod.funcs else None)
     pid, exprs = template(call.args[0], mod)
-    return Dispatch(f.attr, target, name, pid, exprs, mod.owner.get(id(call)), call.lineno)
+    return Dispatch(f.attr, target, name, pid, exprs, call.args[2:], mod.owner.get(id(call)), call.lineno)
 
 
 def _is_main_guard(node: ast.AST) -> bool:
@@ -270,7 +292,7 @@ def _is_main_guard(node: ast.AST) -> bool:
 def scan(app_dir: Path, path: Path) -> Module:
     """Parse one file (SyntaxError/UnicodeDecodeError/ValueError propagate) and collect its facts."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    root, name = import_root(app_dir, path)
+    root, name = import_root(app_dir, path, tree)
     mod = Module(path=path, rel=path.relative_to(app_dir).as_posix(), root=root, name=name, tree=tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -284,7 +306,9 @@ def scan(app_dir: Path, path: Path) -> Module:
     for stmt in tree.body:
         if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
             mod.funcs[stmt.name] = stmt
-        elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+        elif (
+            isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+        ):
             try:
                 mod.consts[stmt.targets[0].id] = ast.literal_eval(stmt.value)
             except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
@@ -295,10 +319,16 @@ def scan(app_dir: Path, path: Path) -> Module:
                     mod.consts[stmt.targets[0].id] = read[1]
     assigned: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None and _is_client_call(node.value, mod):
+        if (
+            isinstance(node, ast.Assign | ast.AnnAssign)
+            and node.value is not None
+            and _is_client_call(node.value, mod)
+        ):
             target = node.targets[0] if isinstance(node, ast.Assign) else node.target
             assigned.add(id(node.value))
-            mod.clients.append(Client(dotted(target).split(".")[-1] or None, _group(node.value, mod), node.lineno))
+            mod.clients.append(
+                Client(dotted(target).split(".")[-1] or None, _group(node.value, mod), node.lineno)
+            )
     for node in ast.walk(tree):
         if _is_client_call(node, mod) and id(node) not in assigned:
             mod.clients.append(Client(None, _group(node, mod), node.lineno))  # type: ignore[attr-defined]
@@ -341,8 +371,11 @@ def _collect_calls(mod: Module) -> None:
         if reg:
             mod.registered.append((reg[0], reg[1], node.lineno))
         f = node.func
-        if isinstance(f, ast.Attribute) and f.attr == "start" and not node.args and dotted(f.value) in (
-            mod.client_vars or {"resonate"}
+        if (
+            isinstance(f, ast.Attribute)
+            and f.attr == "start"
+            and not node.args
+            and dotted(f.value) in (mod.client_vars or {"resonate"})
         ):
             mod.starts.append(node.lineno)
         d = _dispatch(node, mod)
