@@ -106,13 +106,20 @@ def run_canary(cluster: Cluster, events: EventLog, timeout: float) -> Learned:
         """The root promise is completed on the server (the app's status route is not needed here)."""
         try:
             res = requests.get(f"{cluster.server_api}/promises/{quote(dispatch['id'], safe='/')}", timeout=5)
-            state["now"] = res.json().get("state", f"HTTP {res.status_code}") if res.ok else f"HTTP {res.status_code}"
+            state["now"] = (
+                res.json().get("state", f"HTTP {res.status_code}") if res.ok else f"HTTP {res.status_code}"
+            )
         except (requests.RequestException, ValueError) as e:
             state["now"] = str(e)
         return state["now"] not in ("PENDING", "") and not state["now"].startswith("HTTP")
 
     try:
-        wait_until(completed, timeout=timeout, interval=0.1, expected=f"the canary's root promise {dispatch['id']} done")
+        wait_until(
+            completed,
+            timeout=timeout,
+            interval=0.1,
+            expected=f"the canary's root promise {dispatch['id']} done",
+        )
     except WaitTimeout:
         seen = [r for r in tail.read() if r.get("root") == dispatch["id"] and r["ev"] in ("start", "body")]
         raise HarnessError(f"the canary job done within {timeout:g}s",
@@ -125,11 +132,19 @@ def run_canary(cluster: Cluster, events: EventLog, timeout: float) -> Learned:
         raise HarnessError("the instrumentation to see the canary's workflow run on a worker",
                            seen=f"{dispatch['id']} completed, but no worker recorded its body", hint=HINT)  # fmt: skip
     effects = {r["pos"] for r in mine if r["ev"] == "effect"}
+    declared = app.effects.function if app.effects else None
+    if declared and not any(r["ev"] == "effect-hooked" for r in records):
+        raise HarnessError(f"[effects] function = {declared!r} to be imported by the app's workers",
+                           seen="the canary job completed, but no worker process imported that module",
+                           hint="name a function of a module the workers import (not the worker script itself, "
+                                "which runs as __main__), or remove `function`")  # fmt: skip
     steps: dict[str, dict[str, Any]] = {}
     for r in mine:
         if r["ev"] == "start" or (r["ev"] == "body" and r["id"] != r["root"]):
             kind = "fn" if r["ev"] == "start" else "gen"
-            steps.setdefault(r["pos"], {"pos": r["pos"], "fn": r["fn"], "kind": kind, "effect": r["pos"] in effects})
+            steps.setdefault(
+                r["pos"], {"pos": r["pos"], "fn": r["fn"], "kind": kind, "effect": r["pos"] in effects}
+            )
     clients = [r for r in records if r["ev"] == "client" and r["worker"].startswith("worker")]
     learned = Learned(
         job=job["jobId"], root=dispatch["id"], scheme=scheme_of(dispatch["id"], job["jobId"]),

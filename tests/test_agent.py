@@ -16,7 +16,7 @@ from typing import Any
 from harness.agent.hooks import encoded
 from harness.history import read_ledger
 
-APP = '''
+APP = """
 import sys
 from resonate import Resonate
 import effects_mod
@@ -51,7 +51,7 @@ def wf(ctx, x):
 
 if __name__ == "__main__":
     print(resonate.run(sys.argv[1] if len(sys.argv) > 1 else "wf-1", wf, 3))
-'''
+"""
 
 
 def make_app(tmp_path: Path) -> Path:
@@ -62,7 +62,9 @@ def make_app(tmp_path: Path) -> Path:
     return app
 
 
-def launch(app: Path, tmp_path: Path, *args: str, worker: str = "worker-1", **env: str) -> subprocess.CompletedProcess[str]:
+def launch(
+    app: Path, tmp_path: Path, *args: str, worker: str = "worker-1", **env: str
+) -> subprocess.CompletedProcess[str]:
     full = {
         **os.environ, "HARNESS_LEDGER_DIR": str(tmp_path / "ledger"), "HARNESS_APP_ROOT": str(app),
         "HARNESS_APP_PATH": str(app), "HARNESS_EFFECT_FUNCTION": "effects_mod:write", "HARNESS_TTL": "3",
@@ -117,7 +119,9 @@ def test_a_failpoint_fires_once_then_the_next_process_completes(tmp_path: Path) 
     arm(tmp_path, {"id": "fp1", "root": "wf-1", "pos": "3", "at": "after_effect", "action": "crash"})
     assert launch(app, tmp_path, worker="worker-1").returncode == -9
     assert launch(app, tmp_path, worker="worker-2").returncode == 0
-    effects = [(r["ev"], r["worker"]) for r in read_ledger(tmp_path / "ledger") if r["ev"] in ("effect", "failpoint")]
+    effects = [
+        (r["ev"], r["worker"]) for r in read_ledger(tmp_path / "ledger") if r["ev"] in ("effect", "failpoint")
+    ]
     assert effects == [("effect", "worker-1"), ("failpoint", "worker-1"), ("effect", "worker-2")]
 
 
@@ -183,19 +187,24 @@ def test_the_offline_replay_drives_the_workflow_with_stored_values(tmp_path: Pat
     out = json.loads((run_dir / "replay.json").read_text())["roots"]["wf-1"]
     assert out["value"] == {"y": 100, "z": 600, "n": "noted 601"} and out["error"] is None
     assert [(a["pos"], a["fn"]) for a in out["asked"]] == [("1", "double"), ("2", "sub"), ("3", "note")]
-    assert [(a["pos"], a["fn"]) for a in out["subs"]["wf-1.2"]["asked"]] == [("2.1", "double"), ("2.2", "double")]
+    assert [(a["pos"], a["fn"]) for a in out["subs"]["wf-1.2"]["asked"]] == [
+        ("2.1", "double"),
+        ("2.2", "double"),
+    ]
     assert out["subs"]["wf-1.2"]["value"] == 600
 
 
 def test_the_lambda_runtime_installs_the_hooks_before_the_handler_module(tmp_path: Path) -> None:
     app = tmp_path / "fn"
     app.mkdir()
-    (app / "handler.py").write_text(textwrap.dedent("""
+    (app / "handler.py").write_text(
+        textwrap.dedent("""
         import resonate.scheduler
         HOOKED = getattr(resonate.scheduler.Lfnc.__post_init__, "__name__", "") == "lfnc_post_init"
         def go(event, context):
             return {"statusCode": 200, "body": str(HOOKED)}
-    """))
+    """)
+    )
     env = {**os.environ, "HARNESS_APP_PATH": str(app), "HARNESS_LEDGER_DIR": str(tmp_path / "ledger")}
     req = json.dumps({"id": "r1", "event": {"httpMethod": "GET", "path": "/"}, "harness": {"sub": 1}})
     res = subprocess.run([sys.executable, "-m", "harness.agent.lambda_runtime", "--handler", "handler:go"],
@@ -204,3 +213,21 @@ def test_the_lambda_runtime_installs_the_hooks_before_the_handler_module(tmp_pat
     assert replies[0]["type"] == "ready"
     assert replies[1]["response"]["body"] == "True"
     assert read_ledger(tmp_path / "ledger")[0]["role"] == "lambda"
+
+
+def test_an_effect_function_run_as_a_step_is_both_a_step_and_an_effect(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "worker.py").write_text(
+        "import sys\nfrom resonate import Resonate\nfrom effects_mod import persist\n"
+        "resonate = Resonate.local()\n"
+        "@resonate.register\ndef wf(ctx, x):\n    y = yield ctx.run(persist, x)\n    return y\n"
+        "if __name__ == '__main__':\n    print(resonate.run('wf-9', wf, 4))\n"
+    )
+    (app / "effects_mod.py").write_text("def persist(ctx, x):\n    return x + 1\n")
+    res = launch(app, tmp_path, HARNESS_EFFECT_FUNCTION="effects_mod:persist")
+    assert res.returncode == 0, res.stderr
+    records = read_ledger(tmp_path / "ledger")
+    assert [(r["pos"], r["fn"]) for r in records if r["ev"] == "start"] == [("1", "persist")]
+    assert [(r["pos"], r["effect"]) for r in records if r["ev"] == "effect"] == [("1", "persist")]
+    assert [r["target"] for r in records if r["ev"] == "effect-hooked"] == ["effects_mod:persist"]

@@ -66,7 +66,9 @@ def test_random_ids_lose_the_job_to_the_status_route(tmp_path: Path, server_read
     """The handler polls doc/<jobId> but dispatched another id: accepted jobs are lost to the client."""
     rc, res, _ = run_cli(tmp_path, "smoke", APPS / "broken_random_id")
     assert rc == 1
-    assert re.search(r"job smoke-\S+: accepted, but its status route answers 404", res["verdicts"]["no_loss"]["detail"])
+    assert re.search(
+        r"job smoke-\S+: accepted, but its status route answers 404", res["verdicts"]["no_loss"]["detail"]
+    )
     assert res["app"]["promise_id_scheme"] is None  # learned from the canary: the ids do not carry the job id
 
 
@@ -83,4 +85,39 @@ def test_an_unsupported_sdk_is_refused_with_one_line(tmp_path: Path, server_read
     assert rc == 2
     lines = [line for line in err.splitlines() if not line.startswith("harness: +")]
     assert "Traceback" not in err
-    assert re.search(r"resonate-sdk 0\.5\.0 is not supported \(resonate-sdk >=0\.6\.5,<0\.7\)", lines[-1]), lines
+    assert re.search(r"resonate-sdk 0\.5\.0 is not supported \(resonate-sdk >=0\.6\.5,<0\.7\)", lines[-1]), (
+        lines
+    )
+
+
+def _reference_copy(tmp_path: Path, worker: str | None = None, effect_function: str | None = None) -> Path:
+    """The reference app's config in a directory of its own, its files found through `path`."""
+    app = tmp_path / "app"
+    app.mkdir()
+    toml = (
+        (REFERENCE / "harness.toml")
+        .read_text()
+        .replace("[app]\n", f'[app]\npath = [".", "{REFERENCE}"]\n', 1)
+    )
+    toml = toml.replace('worker = "worker.py"', f'worker = "{worker or REFERENCE / "worker.py"}"')
+    if effect_function:
+        toml = re.sub(r'function = "[^"]*"', f'function = "{effect_function}"', toml)
+    (app / "harness.toml").write_text(toml)
+    return app
+
+
+def test_a_worker_that_dies_at_start_up_is_named_with_its_error(tmp_path: Path, server_ready: None) -> None:
+    worker = tmp_path / "dying_worker.py"
+    worker.write_text('raise RuntimeError("the app cannot start: no config")\n')
+    rc, _, err = run_cli(tmp_path, "smoke", _reference_copy(tmp_path, worker=str(worker)))
+    assert rc == 2 and "Traceback" not in err.split("harness: error")[-1]
+    last = err.strip().splitlines()[-1]
+    assert "worker script to keep running" in last and "the app cannot start: no config" in last, last
+
+
+def test_an_effect_function_the_workers_never_import_is_refused(tmp_path: Path, server_ready: None) -> None:
+    """A declared effect function in the worker script (it runs as __main__) would never be hooked."""
+    rc, _, err = run_cli(tmp_path, "smoke", _reference_copy(tmp_path, effect_function="worker:sink_write"))
+    assert rc == 2
+    last = err.strip().splitlines()[-1]
+    assert "[effects] function = 'worker:sink_write'" in last and "no worker process imported" in last, last

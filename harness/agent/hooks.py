@@ -134,7 +134,7 @@ def set_invocation(request_id: str | None, **fields: Any) -> None:
 # --- steps: functions run through ctx.run -------------------------------------------------------
 def _wrap_step(lf: Any) -> None:
     func = lf.func
-    if getattr(func, "__harness_wrapped__", False):
+    if getattr(func, "__harness_step__", False):
         return
     root, cid, name = lf.cid, lf.id, _name(func)
 
@@ -152,7 +152,9 @@ def _wrap_step(lf: Any) -> None:
             try:
                 value = func(ctx, *args, **kwargs)
             except Exception as e:
-                ledger.record("end", root=root, id=cid, pos=pos, fn=name, exec=ex, error=f"{type(e).__name__}: {e}")
+                ledger.record(
+                    "end", root=root, id=cid, pos=pos, fn=name, exec=ex, error=f"{type(e).__name__}: {e}"
+                )
                 raise
             plain, vd = encoded(value)
             ledger.record("end", root=root, id=cid, pos=pos, fn=name, exec=ex, value=plain, vd=vd)
@@ -161,7 +163,7 @@ def _wrap_step(lf: Any) -> None:
         finally:
             _local.step = outer
 
-    step.__harness_wrapped__ = True  # type: ignore[attr-defined]
+    step.__harness_step__ = True  # type: ignore[attr-defined]
     lf.func = step
 
 
@@ -339,7 +341,7 @@ def _patch_client(resonate_mod: Any) -> None:
 # --- the app's effect function ------------------------------------------------------------------
 def _wrap_effect(module: Any, attr: str) -> None:
     func = getattr(module, attr, None)
-    if func is None or getattr(func, "__harness_wrapped__", False):
+    if func is None or getattr(func, "__harness_effect__", False):
         return
 
     @functools.wraps(func)
@@ -352,8 +354,9 @@ def _wrap_effect(module: Any, attr: str) -> None:
             failpoints.check("after_effect", root, pos, exec=ex)
         return value
 
-    effect.__harness_wrapped__ = True  # type: ignore[attr-defined]
+    effect.__harness_effect__ = True  # type: ignore[attr-defined]
     setattr(module, attr, effect)
+    ledger.record("effect-hooked", target=f"{module.__name__}:{attr}")
 
 
 class _EffectFinder(importlib.abc.MetaPathFinder):

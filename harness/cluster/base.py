@@ -53,7 +53,9 @@ class ClusterConfig:
     def failpoints_file(self) -> Path:
         return self.run_dir / "failpoints" / "armed.json"
 
-    def member_env(self, host: str, store_port: int, poll_port: int, worker: str | None = None) -> dict[str, str]:
+    def member_env(
+        self, host: str, store_port: int, poll_port: int, worker: str | None = None
+    ) -> dict[str, str]:
         """What every app process gets on both backends: the SDK's own connection variables, the
         app's [app.env] table, and the agent's settings. `host`/ports: where this member reaches the
         server; paths are the same inside containers (the run and app directories are mounted at
@@ -146,7 +148,9 @@ class Cluster(abc.ABC):
 
     # the app's own tools (the offline replay)
     @abc.abstractmethod
-    def run_app_tool(self, args: list[str], extra: dict[str, str] | None = None, timeout: float = 300) -> tuple[int, str]:
+    def run_app_tool(
+        self, args: list[str], extra: dict[str, str] | None = None, timeout: float = 300
+    ) -> tuple[int, str]:
         """Run `python ARGS` where the app's processes run, in their environment: (exit code, stderr)."""
 
     @abc.abstractmethod
@@ -208,13 +212,35 @@ class Cluster(abc.ABC):
         )
 
     def wait_connections(self, at_least: int, timeout: float = 30) -> None:
+        """Wait for the workers' SSE streams; a worker that exited meanwhile fails at once, with the
+        last line of its log (an import error of the app, usually)."""
+
+        def connected() -> bool:
+            exited = self.unexpected_exits()
+            if exited:
+                worker, code = sorted(exited.items())[0]
+                raise HarnessError(f"the app's worker script to keep running ({worker})",
+                                   seen=f"it exited with code {code}: {self.log_tail(f'{worker}.log') or 'no output'}",
+                                   hint=f"look at {self.config.logs_dir / f'{worker}.log'}")  # fmt: skip
+            return self.poll_connections() >= at_least
+
         wait_until(
-            lambda: self.poll_connections() >= at_least,
+            connected,
             timeout=timeout,
             expected=f"{at_least} SSE connections to the server's poll port",
             seen=lambda: f"{self.poll_connections()} connected",
             hint="look at the worker logs in the run directory",
         )
+
+    def log_tail(self, name: str) -> str:
+        """The last non-empty line of a member's log."""
+        path = self.config.logs_dir / name
+        lines = (
+            [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+            if path.exists()
+            else []
+        )
+        return lines[-1].strip()[:300] if lines else ""
 
     def server_log_tail(self) -> str:
         return ""
