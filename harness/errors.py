@@ -11,7 +11,7 @@ class HarnessError(Exception):
         super().__init__(self.oneline())
 
     def oneline(self) -> str:
-        parts = [self.expected]
+        parts = [f"expected {self.expected}" if self.seen else self.expected]
         if self.seen:
             parts.append(f"seen: {self.seen}")
         if self.hint:

@@ -25,7 +25,9 @@ SDK_ENV = {"RESONATE_HOST": "http://{host}", "RESONATE_HOST_STORE": "http://{hos
            "RESONATE_HOST_MESSAGE_SOURCE": "http://{host}", "RESONATE_PORT_STORE": "{store_port}",
            "RESONATE_PORT_MESSAGE_SOURCE": "{poll_port}"}  # fmt: skip
 KEYWORD_ENV = {"host": "http://{host}", "store_port": "{store_port}", "message_source_port": "{poll_port}"}
-LOOKED_FOR_HANDLER = "a module-level function taking (event, context), preferably named lambda_handler or handler"
+LOOKED_FOR_HANDLER = (
+    "a module-level function taking (event, context), preferably named lambda_handler or handler"
+)
 LOOKED_FOR_WORKER = ("a script that creates a Resonate client with a group (Resonate.remote(group=...)), registers "
                      "functions (@resonate.register, resonate.register(fn)) and calls .start() under "
                      "if __name__ == '__main__'")  # fmt: skip
@@ -52,7 +54,9 @@ def _handler(mods: list[Module]) -> tuple[Module, str, str] | None:
             named = {"lambda_handler": 30, "handler": 20}.get(name, 5 if name.endswith("handler") else 0)
             if not named and not (eventish and contextish):
                 continue
-            score = named + 10 * eventish + 5 * contextish + 10 * bool(mod.clients) + 10 * bool(mod.dispatches)
+            score = (
+                named + 10 * eventish + 5 * contextish + 10 * bool(mod.clients) + 10 * bool(mod.dispatches)
+            )
             why = [f"{mod.rel}:{f.lineno} {name}({', '.join(pos)})"]
             if mod.clients:
                 why.append(f'its module creates a Resonate client (group "{mod.clients[0].group}")')
@@ -76,7 +80,13 @@ def _worker(mods: list[Module], hmod: Module) -> tuple[Module, str] | None:
         return None
     mod = best[1]
     regs = ", ".join(dict.fromkeys(r[0] for r in mod.registered)) or "nothing"
-    start = "calls .start() under __main__" if mod.starts_under_main else "calls .start()" if mod.starts else "no .start()"
+    start = (
+        "calls .start() under __main__"
+        if mod.starts_under_main
+        else "calls .start()"
+        if mod.starts
+        else "no .start()"
+    )
     return mod, f'{mod.rel}: client group "{mod.clients[0].group}", registers {regs}, {start}'
 
 
@@ -136,7 +146,9 @@ def _env(mods: list[Module], d: Draft) -> list[str]:
             r[1] |= e.required
             r[2].append(f"{e.file}:{e.line}")
             r[3] = r[3] or m.client_env.get(e.name)
-    lines = [f"# the names this app reads itself; placeholders: {' '.join('{' + p + '}' for p in RUN_PLACEHOLDERS)}"]
+    lines = [
+        f"# the names this app reads itself; placeholders: {' '.join('{' + p + '}' for p in RUN_PLACEHOLDERS)}"
+    ]
     exported, yours = [], []
     for name, (default, required, where, keyword) in sorted(reads.items()):
         if name.startswith("HARNESS_"):
@@ -148,7 +160,13 @@ def _env(mods: list[Module], d: Draft) -> list[str]:
         seen = f"read in {', '.join(where[:3])}" + (f" (default {default!r})" if default is not None else "")
         if value is None:
             note = seen + (" with no default: the app fails without it" if required else "")
-            yours.append(f"# {name} = {_s(default if default is not None else _suggest(name))}  # {note}")
+            start = default if default is not None else _suggest(name)
+            if _file_like(name) and isinstance(default, str) and default and not default.startswith("/"):
+                start, note = (
+                    "{run_dir}/" + Path(default).name,
+                    note + ": the default is relative to the app's directory",
+                )
+            yours.append(f"# {name} = {_s(start)}  # {note}")
             if required:
                 d.checks.append(f"{name} is read with no default ({where[0]}): set it in [app.env]"
                                 ' (a file the run owns: "{run_dir}/...")')  # fmt: skip
@@ -165,12 +183,13 @@ def _env(mods: list[Module], d: Draft) -> list[str]:
     return lines
 
 
+def _file_like(name: str) -> bool:
+    return any(w in name.lower() for w in ("db", "sink", "file", "path", "dir", "sqlite"))
+
+
 def _suggest(name: str) -> str:
     """A value to start from for a name read with no default."""
-    low = name.lower()
-    if any(w in low for w in ("db", "sink", "file", "path", "dir", "sqlite")):
-        return "{run_dir}/" + low
-    return ""
+    return "{run_dir}/" + name.lower() if _file_like(name) else ""
 
 
 # --- the draft -------------------------------------------------------------------------------------
@@ -208,14 +227,18 @@ def _pick_routes(hmod: Module, d: Draft) -> tuple[rt.Route | None, rt.Route | No
     status = min(rest, default=None, key=lambda r: ("get" not in feats[id(r)], r.method not in ("GET", None),
                                                     r.kind == "exact", r.line))  # fmt: skip
     if submit is not None and "dispatch" not in feats[id(submit)]:
-        d.warnings.append(f"no route of the handler was seen reaching a dispatch; [submit] {submit.literal} is a guess")
+        d.warnings.append(
+            f"no route of the handler was seen reaching a dispatch; [submit] {submit.literal} is a guess"
+        )
     return submit, status, feats
 
 
 def draft(app_dir: Path) -> Draft:
     """Read the app's files and draft its harness.toml (HarnessError when no handler or worker is found)."""
     if not app_dir.is_dir():
-        raise HarnessError("harness init DIR naming the app's directory", seen=f"{app_dir} is not a directory")
+        raise HarnessError(
+            "harness init DIR naming the app's directory", seen=f"{app_dir} is not a directory"
+        )
     d = Draft(text="")
     files = py_files(app_dir)
     mods: list[Module] = []
@@ -223,14 +246,18 @@ def draft(app_dir: Path) -> Draft:
         try:
             mods.append(scan(app_dir, path))
         except (SyntaxError, UnicodeDecodeError, ValueError) as e:
-            d.warnings.append(f"{path.relative_to(app_dir)} skipped: it does not parse ({e.__class__.__name__})")
+            d.warnings.append(
+                f"{path.relative_to(app_dir)} skipped: it does not parse ({e.__class__.__name__})"
+            )
     d.files = len(mods)
     if not mods:
         raise HarnessError("an app directory with .py files (.venv, venv, site-packages, tests and hidden dirs skipped)",
                            seen=f"{'no' if not files else 'no parsable'} .py files in {app_dir}")  # fmt: skip
     h = _handler(mods)
     if h is None:
-        raise HarnessError(f"a Lambda handler: {LOOKED_FOR_HANDLER}", seen=f"none in the {len(mods)} .py files of {app_dir}")
+        raise HarnessError(
+            f"a Lambda handler: {LOOKED_FOR_HANDLER}", seen=f"none in the {len(mods)} .py files of {app_dir}"
+        )
     hmod, hfunc, hwhy = h
     w = _worker(mods, hmod)
     if w is None:
@@ -240,7 +267,9 @@ def draft(app_dir: Path) -> Draft:
     handler = f"{hmod.name}:{hfunc}"
     d.guessed += [("handler", handler, hwhy), ("worker", wmod.rel, wwhy)]
     if not wmod.starts:
-        d.warnings.append(f"{wmod.rel} never calls <client>.start(): a worker that does not start takes no work")
+        d.warnings.append(
+            f"{wmod.rel} never calls <client>.start(): a worker that does not start takes no work"
+        )
     dispatch = _dispatch(hmod, wmod, mods, d)
     app = _app_lines(hmod, wmod, handler, d)
     submit_lines, status_lines, gateway_lines = _http(hmod, dispatch, d)
@@ -263,10 +292,14 @@ def draft(app_dir: Path) -> Draft:
 
 
 def _dispatch(hmod: Module, wmod: Module, mods: list[Module], d: Draft) -> Dispatch | None:
-    dispatch = next((x for x in hmod.dispatches if x.name or x.target), hmod.dispatches[0] if hmod.dispatches else None)
+    dispatch = next(
+        (x for x in hmod.dispatches if x.name or x.target), hmod.dispatches[0] if hmod.dispatches else None
+    )
     worker_groups = {c.group for c in wmod.clients}
     if dispatch is None:
-        d.warnings.append(f"{hmod.rel} dispatches nothing the harness can see (no .begin_rpc/.rpc on a Resonate client)")
+        d.warnings.append(
+            f"{hmod.rel} dispatches nothing the harness can see (no .begin_rpc/.rpc on a Resonate client)"
+        )
         return None
     target = dispatch.target or "default"
     group = target.split("://", 1)[-1].split("@", 1)[-1].split("/", 1)[0] if "://" in target else target
@@ -279,7 +312,9 @@ def _dispatch(hmod: Module, wmod: Module, mods: list[Module], d: Draft) -> Dispa
                           f"{', '.join(repr(g) for g in sorted(worker_groups))}: no worker will take the work")  # fmt: skip
     registered = {r[0] for r in wmod.registered}
     if dispatch.name and registered and dispatch.name not in registered:
-        d.warnings.append(f"the Lambda invokes {dispatch.name!r} but {wmod.rel} registers {', '.join(sorted(registered))}")
+        d.warnings.append(
+            f"the Lambda invokes {dispatch.name!r} but {wmod.rel} registers {', '.join(sorted(registered))}"
+        )
     return dispatch
 
 
@@ -290,7 +325,11 @@ def _app_lines(hmod: Module, wmod: Module, handler: str, d: Draft) -> list[str]:
     if roots == ["."]:
         return [*lines, '# path = ["."]  # import roots, relative to this directory (default ".")']
     d.guessed.append(("path", ", ".join(roots), "the handler/worker live under a package or a src/ layout"))
-    return [*lines, f"# guessed: import roots: {', '.join(roots)} (package or src/ layout)", f"path = {_s(roots)}"]
+    return [
+        *lines,
+        f"# guessed: import roots: {', '.join(roots)} (package or src/ layout)",
+        f"path = {_s(roots)}",
+    ]
 
 
 def _http(hmod: Module, dispatch: Dispatch | None, d: Draft) -> tuple[list[str], list[str], list[str]]:
@@ -304,44 +343,86 @@ def _http(hmod: Module, dispatch: Dispatch | None, d: Draft) -> tuple[list[str],
     method = submit.method or "POST"
     why = f"{hmod.rel}:{submit.line} compares {submit.literal!r}" if submit.line else "no route seen"
     why += f", method {submit.method}" if submit.method else ", no method compared: POST assumed"
-    d.guessed.append(("submit", f"{method} {spath}", why + ("; it dispatches" if "dispatch" in feats.get(id(submit), ()) else "")))
+    d.guessed.append(
+        (
+            "submit",
+            f"{method} {spath}",
+            why + ("; it dispatches" if "dispatch" in feats.get(id(submit), ()) else ""),
+        )
+    )
     body: dict[str, Any] = {f.name: _placeholder(f, job) for f in fields}
     if not body and "{job}" not in spath:
         body, how = {"jobId": "{job}"}, "no body field was seen"
-        d.warnings.append(f"no request-body field was seen in {hmod.rel}: drafted body = {{ jobId = \"{{job}}\" }}")
+        d.warnings.append(
+            f'no request-body field was seen in {hmod.rel}: drafted body = {{ jobId = "{{job}}" }}'
+        )
     if body:
         d.guessed.append(("body", ", ".join(f"{k}={v}" for k, v in body.items()),
                           f"fields read from the request body; {job or 'jobId'} carries the job id: {how}"))  # fmt: skip
     sub = ["[submit]", f"# guessed: {why}", f"method = {_s(method)}", f"path = {_s(spath)}"]
     if body:
-        sub += [f"# guessed: body fields read in {hmod.rel}; {job or 'jobId'} carries the job id: {how}", f"body = {_s(body)}"]
+        sub += [
+            f"# guessed: body fields read in {hmod.rel}; {job or 'jobId'} carries the job id: {how}",
+            f"body = {_s(body)}",
+        ]
     query = rt.param_keys(hmod, "queryStringParameters")
     if status is None:
-        d.warnings.append(f"no status route was found in {hmod.rel}: [status] GET /status/{{job}} is a placeholder")
+        d.warnings.append(
+            f"no status route was found in {hmod.rel}: [status] GET /status/{{job}} is a placeholder"
+        )
         status = rt.Route("/status/", "prefix", "GET", 0)
     sfeats = feats.get(id(status), set())
     stpath, smethod = _path_of(status, query), status.method or "GET"
     swhy = (f"{hmod.rel}:{status.line} compares {', '.join(repr(x) for x in [status.literal, *status.also])}" + (", reads a promise" if "get" in sfeats else "")
             if status.line else "no status route seen")  # fmt: skip
     d.guessed.append(("status", f"{smethod} {stpath}", swhy))
-    st = ["[status]", f"# guessed: {swhy}"] + ([f"method = {_s(smethod)}"] if smethod != "GET" else []) + [f"path = {_s(stpath)}"]
+    st = (
+        ["[status]", f"# guessed: {swhy}"]
+        + ([f"method = {_s(smethod)}"] if smethod != "GET" else [])
+        + [f"path = {_s(stpath)}"]
+    )
     done = rt.done_answer(rt.reach(hmod, status.nodes)) or rt.done_answer([hmod.tree])
     if done:
         dwhy = f"the answer at {hmod.rel}:{done.line} has {done.field} = {done.equals!r}"
         result = done.result or "result"
-        dwhy += f" and the value under {result!r}" if done.result else "; no value key seen: result = 'result' assumed"
+        dwhy += (
+            f" and the value under {result!r}"
+            if done.result
+            else "; no value key seen: result = 'result' assumed"
+        )
     else:
-        dwhy, result = "no answer with a status like 'done' seen: the default status == 'done' assumed", "result"
+        dwhy, result = (
+            "no answer with a status like 'done' seen: the default status == 'done' assumed",
+            "result",
+        )
         d.warnings.append("the status answer was not found; [status] done and result are the defaults")
-    d.guessed.append(("done", f"{done.field if done else 'status'} == {done.equals if done else 'done'!r}, result {result!r}", dwhy))
+    d.guessed.append(
+        (
+            "done",
+            f"{done.field if done else 'status'} == {done.equals if done else 'done'!r}, result {result!r}",
+            dwhy,
+        )
+    )
     st += [f"# guessed: {dwhy}", f"done = {_s({'field': done.field if done else 'status', 'equals': done.equals if done else 'done'})}",
            f"result = {_s(result)}"]  # fmt: skip
     gw: list[str] = []
     params = rt.param_keys(hmod)
-    if status.kind == "template" or (status.line and "params" in sfeats) or any(r.kind == "template" for r in [submit]):
-        res = status.literal if status.kind == "template" else status.literal.rstrip("/") + "/{" + (params[0] if params else "jobId") + "}"
+    if (
+        status.kind == "template"
+        or (status.line and "params" in sfeats)
+        or any(r.kind == "template" for r in [submit])
+    ):
+        res = (
+            status.literal
+            if status.kind == "template"
+            else status.literal.rstrip("/") + "/{" + (params[0] if params else "jobId") + "}"
+        )
         resources = list(dict.fromkeys([submit.literal.split("?")[0], res]))
-        gwhy = "the handler compares the resource" if status.kind == "template" else f"the handler reads pathParameters {params[:1]}"
+        gwhy = (
+            "the handler compares the resource"
+            if status.kind == "template"
+            else f"the handler reads pathParameters {params[:1]}"
+        )
         d.guessed.append(("gateway", ", ".join(resources), gwhy))
         gw = ["[gateway]", f"# guessed: API resources: {gwhy}", f"resources = {_s(resources)}"]
     return sub, st, gw
@@ -376,7 +457,9 @@ def run(app_dir: Path | str, *, force: bool = False, stdout: bool = False) -> in
     try:
         _from_table(root, target, tomllib.loads(d.text)).validate()
     except (HarnessError, tomllib.TOMLDecodeError) as e:
-        raise HarnessError("a draft that loads", seen=str(e), hint="harness init --stdout DIR, then fix it by hand") from None
+        raise HarnessError(
+            "a draft that loads", seen=str(e), hint="harness init --stdout DIR, then fix it by hand"
+        ) from None
     out = sys.stderr if stdout else sys.stdout
     if stdout:
         sys.stdout.write(d.text)
@@ -386,12 +469,17 @@ def run(app_dir: Path | str, *, force: bool = False, stdout: bool = False) -> in
     width = max(len(w) for w, _, _ in d.guessed)
     for what, value, why in d.guessed:
         print(f"  guessed {what:{width}}  {value}  ({why})", file=out)
-    if (root / "pyproject.toml").is_file() and f"[tool.{PYPROJECT_TABLE}]" in (root / "pyproject.toml").read_text():
+    if (root / "pyproject.toml").is_file() and f"[tool.{PYPROJECT_TABLE}]" in (
+        root / "pyproject.toml"
+    ).read_text():
         d.warnings.append(f"{CONFIG_FILE} takes precedence over [tool.{PYPROJECT_TABLE}] in pyproject.toml")
     for w in d.warnings:
         print(f"  warning: {w}", file=out)
     print("check before running:", file=out)
     for c in d.checks:
         print(f"  - {c}", file=out)
-    print(f"{'printed the draft' if stdout else f'wrote {target}'}; then: harness run smoke --app {app_dir}", file=out)
+    print(
+        f"{'printed the draft' if stdout else f'wrote {target}'}; then: harness run smoke --app {app_dir}",
+        file=out,
+    )
     return 0
