@@ -47,7 +47,7 @@ from typing import Any
 import requests
 
 from harness.errors import HarnessError, WaitTimeout
-from harness.load import OpenLoop, OpenLoopResult, Shot, constant_rate_schedule
+from harness.load import OpenLoop, OpenLoopResult, Shot, app_request, constant_rate_schedule
 from harness.waiting import wait_until
 
 BENCH_JSON = "bench.json"
@@ -241,8 +241,8 @@ def ceiling(
 
 # --- CPU context -------------------------------------------------------------------------------
 ROLES = (
-    ("workflow.worker", "workers"),
-    ("harness.lambda_runtime", "lambdas"),
+    ("harness.agent.worker", "workers"),
+    ("harness.agent.lambda_runtime", "lambdas"),
     ("harness.gateway", "gateway"),
     ("harness.bench", "noop"),
     ("resonate", "server"),
@@ -314,20 +314,24 @@ def cpu_delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- one benchmark point -----------------------------------------------------------------------
-def _job_body(prefix: str) -> Callable[[int], bytes]:
-    types = ("invoice", "contract", "receipt", "report")
+@dataclass(frozen=True)
+class Target:
+    """The app under load: its submit template, and its promise-id scheme learned from the canary."""
 
-    def body(i: int) -> bytes:
-        return json.dumps(
-            {
-                "jobId": f"{prefix}-{i:06d}",
-                "documentUrl": f"https://docs.example/{prefix}/{i}.pdf",
-                "requesterId": "bench",
-                "type": types[i % 4],
-            }
-        ).encode()
+    app: Any  # harness.app.spec.AppSpec
+    scheme: str  # e.g. "doc/{job}"
 
-    return body
+    def request(self, prefix: str) -> Callable[[int], Any]:
+        return lambda i: app_request(self.app, f"{prefix}-{i:06d}", i)
+
+    def pattern(self, prefix: str) -> str:
+        return self.scheme.replace("{job}", f"{prefix}-*")
+
+    def job_of(self, promise_id: str) -> str | None:
+        pre, _, post = self.scheme.partition("{job}")
+        if promise_id.startswith(pre) and promise_id.endswith(post):
+            return promise_id[len(pre) : len(promise_id) - len(post)]
+        return None
 
 
 def _server_get(server_api: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -337,9 +341,9 @@ def _server_get(server_api: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _roots(
-    server_api: str, prefix: str, state: str | None = None, limit: int = 100
+    server_api: str, pattern: str, state: str | None = None, limit: int = 100
 ) -> Iterator[dict[str, Any]]:
-    params: dict[str, Any] = {"id": f"doc/{prefix}-*", "limit": limit, "tags[resonate:scope]": "global"}
+    params: dict[str, Any] = {"id": pattern, "limit": limit, "tags[resonate:scope]": "global"}
     if state:
         params["state"] = state
     while True:
@@ -350,11 +354,11 @@ def _roots(
         params = {"cursor": body["cursor"]}
 
 
-def drain(server_api: str, prefix: str, timeout: float) -> bool:
-    """Wait until no root promise of `prefix` is pending; False on timeout."""
+def drain(server_api: str, pattern: str, timeout: float) -> bool:
+    """Wait until no root promise matching `pattern` is pending; False on timeout."""
     try:
-        wait_until(lambda: not any(True for _ in _roots(server_api, prefix, "pending", limit=1)),
-                   timeout=timeout, interval=0.25, expected=f"no pending {prefix} job")  # fmt: skip
+        wait_until(lambda: not any(True for _ in _roots(server_api, pattern, "pending", limit=1)),
+                   timeout=timeout, interval=0.25, expected=f"no pending {pattern} job")  # fmt: skip
     except WaitTimeout:
         return False
     return True
@@ -374,6 +378,7 @@ def run_point(
     spec: PointSpec,
     connections: int,
     drain_s: float,
+    target: Target,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     schedule = constant_rate_schedule(spec.rate, spec.duration)
@@ -386,15 +391,17 @@ def run_point(
             progress(label, done[0], len(schedule))
 
     cpu0 = cpu_snapshot()
-    res = OpenLoop(gateway_url, connections=connections).run(schedule, _job_body(spec.prefix), on_answer=tick)
+    res = OpenLoop(gateway_url, connections=connections).run(
+        schedule, target.request(spec.prefix), on_answer=tick
+    )
     cpu1 = cpu_snapshot()
     st = load_stats(res, spec.rate, spec.duration, lambda s: s == 202)
-    drained = drain(server_api, spec.prefix, drain_s)
+    drained = drain(server_api, target.pattern(spec.prefix), drain_s)
     intended = {f"{spec.prefix}-{s.i:06d}": res.wall(s.intended) for s in res.shots if s.status == 202}
     completion = histogram()
     done_at: list[tuple[float, float]] = []  # (intended wall time, completion wall time)
-    for p in _roots(server_api, spec.prefix, "resolved"):
-        job = p["id"].removeprefix("doc/")
+    for p in _roots(server_api, target.pattern(spec.prefix), "resolved"):
+        job = target.job_of(p["id"])
         if job in intended and p.get("completedOn"):
             t_done = p["completedOn"] / 1000
             done_at.append((intended[job], t_done))
@@ -484,9 +491,14 @@ def _ints(text: str, flag: str) -> list[int]:
 
 
 def sweep(args: argparse.Namespace, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    from harness.app.spec import REFERENCE_APP, AppSpec
+    from harness.canary import run_canary
     from harness.cluster.base import ClusterConfig
+    from harness.history import EventLog
     from harness.runner import make_cluster
     from harness.stack import get_stack
+
+    app = AppSpec.load(args.app)
 
     workers = _ints(args.workers, "--workers")
     rates = _rates_for(args)
@@ -505,8 +517,8 @@ def sweep(args: argparse.Namespace, out: Path, log: Callable[[str], None]) -> di
             "workers": workers,
             "rates": rates or "auto",
             "duration_s": args.duration,
-            "step_seconds": args.step_seconds,
-            "steps_per_job": 5,
+            "app": str(app.root),
+            "step_seconds": args.step_seconds if app.root == REFERENCE_APP else None,
             "gateway_instances": args.instances,
             "connections": args.connections,
             "drain_s": args.drain,
@@ -520,14 +532,19 @@ def sweep(args: argparse.Namespace, out: Path, log: Callable[[str], None]) -> di
             "load": "open loop, constant rate: request i is due at start + i/rate whatever the answers",
             "latency_origin": "the intended send time (coordinated omission corrected)",
             "accept": "intended send -> 202 from the gateway",
-            "completion": "intended send -> completedOn of the root promise doc/<jobId> on the server",
+            "completion": "intended send -> completedOn of each job's root promise on the server (the app's "
+            "promise-id scheme, learned from a canary job)",
             "completed_per_s": "completions in the send window shifted by the fastest completion latency",
             "processed_per_s": "all completions / (last completion - first intended send), drain included",
             "capacity": "per worker count, the best completed_per_s of its points (sustained under load)",
             "behind": f"completed/s < {BEHIND_RATIO:.0%} of offered, jobs not done after the drain, >1% errors, "
             "or completion latency p50 of the last quarter > 2x the first + 0.5s",
-            "work": f"each of the 5 steps sleeps WORKFLOW_STEP_SECONDS={args.step_seconds}s: the benchmark "
-            "measures orchestration (gateway, Lambda dispatch, server, workers), not document work",
+            "work": (
+                f"the reference app: each of its 5 steps sleeps WORKFLOW_STEP_SECONDS={args.step_seconds}s, so "
+                "the benchmark measures orchestration (gateway, Lambda dispatch, server, workers)"
+            )
+            if app.root == REFERENCE_APP
+            else f"the app's own workflow ({app.root}): its steps as they are",
         },
         "environment": _environment(versions),
         "ceiling": None,
@@ -549,15 +566,29 @@ def sweep(args: argparse.Namespace, out: Path, log: Callable[[str], None]) -> di
             config = ClusterConfig(
                 run_dir=out / f"cluster-w{n}",
                 stack=stack,
+                app=app,
                 workers=n,
                 ttl=args.ttl,
-                step_seconds=args.step_seconds,
                 gateway_instances=args.instances,
+                extra_env={"WORKFLOW_STEP_SECONDS": str(args.step_seconds)}
+                if app.root == REFERENCE_APP
+                else {},
             )
             bar.point(f"starting {n} worker{'s' if n > 1 else ''}")
             with make_cluster(args.backend, config) as cluster:
+                events = EventLog(config.run_dir)
+                try:
+                    learned = run_canary(cluster, events, timeout=args.ttl + 30)
+                finally:
+                    events.close()
+                if learned.scheme is None:
+                    raise HarnessError("an app whose promise ids carry the job id (to find each job's root promise)",
+                                       seen=f"the canary's root promise {learned.root}")  # fmt: skip
+                target = Target(app, learned.scheme)
+                result["app"] = {**app.summary(), "promise_id_scheme": learned.scheme, "workflow": learned.workflow,
+                                 "steps": learned.steps}  # fmt: skip
                 warm = PointSpec(n, min(rates or [args.start_rate]), 2.0, f"warm{n}")
-                run_point(cluster.gateway_url, cluster.server_api, warm, args.connections, args.drain)
+                run_point(cluster.gateway_url, cluster.server_api, warm, args.connections, args.drain, target)
                 todo = (
                     list(rates)
                     if rates
@@ -575,6 +606,7 @@ def sweep(args: argparse.Namespace, out: Path, log: Callable[[str], None]) -> di
                         spec,
                         args.connections,
                         args.drain,
+                        target,
                         bar.update,
                     )
                     result["points"].append(point)
@@ -765,7 +797,8 @@ def plots(result: dict[str, Any], out: Path) -> list[Path]:
     paths = []
     if not pts:
         return paths
-    step = result["config"]["step_seconds"]
+    step = result["config"].get("step_seconds")
+    work = f"5 steps x {step}s" if step else Path(str(result["config"].get("app", "the app"))).name
     fig, ax = plt.subplots(figsize=(7, 4.5))
     top = max(p["offered_rate"] for p in pts)
     ax.plot([0, top], [0, top], color="grey", ls=":", lw=1, label="offered = completed")
@@ -783,7 +816,7 @@ def plots(result: dict[str, Any], out: Path) -> list[Path]:
         )
     ax.set_xlabel("offered rate (jobs/s)")
     ax.set_ylabel("jobs/s")
-    ax.set_title(f"Throughput vs offered load (5 steps x {step}s)")
+    ax.set_title(f"Throughput vs offered load ({work})")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     paths.append(_save(fig, out / "throughput.png"))
@@ -893,8 +926,7 @@ def summary_markdown(result: dict[str, Any]) -> str:
         f"{env['loadavg_at_start']}; server {env['versions'].get('server')}, sdk {env['versions'].get('sdk')}. "
         "The load generator, gateway, Lambda instances, server and workers all share these CPUs.",
         "",
-        f"Work per job: 5 steps x {cfg['step_seconds']} s (WORKFLOW_STEP_SECONDS), chosen short so the "
-        "benchmark measures orchestration (gateway -> Lambda -> server -> workers), not document work. "
+        f"Work per job: {result.get('method', {}).get('work', '?')}{_steps_line(result)}. "
         f"Gateway: {cfg['gateway_instances']} Lambda instances. {cfg['duration_s']:g} s per point, open loop, "
         f"{cfg['connections']} connections; latencies from the intended send time (coordinated omission "
         "corrected).",
@@ -1069,7 +1101,13 @@ def print_compare(path_a: Path, path_b: Path) -> None:
 
 
 # --- command line ------------------------------------------------------------------------------
+def _steps_line(result: dict[str, Any]) -> str:
+    steps = (result.get("app") or {}).get("steps") or []
+    return f" ({len(steps)} checkpoints: {', '.join(s['fn'] for s in steps)})" if steps else ""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--app", type=Path, metavar="DIR", help="the app under test (default: the reference app)")
     p.add_argument(
         "--workers", default=DEFAULT_WORKERS, help=f"worker counts to sweep (default {DEFAULT_WORKERS})"
     )
@@ -1094,7 +1132,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--duration", type=float, default=DEFAULT_DURATION, help="seconds of load per point")
     p.add_argument(
-        "--step-seconds", default=DEFAULT_STEP_SECONDS, help="WORKFLOW_STEP_SECONDS for the workers"
+        "--step-seconds",
+        default=DEFAULT_STEP_SECONDS,
+        help="the reference app's WORKFLOW_STEP_SECONDS (other apps: ignored)",
     )
     p.add_argument("--instances", type=int, default=DEFAULT_INSTANCES, help="gateway Lambda instances")
     p.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS, help="load generator connections")
@@ -1126,8 +1166,8 @@ def main(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr, flush=True)
 
     log(
-        f"harness bench: workers {args.workers}, rates {args.rates}, {args.duration:g}s per point, steps "
-        f"{args.step_seconds}s, {args.instances} gateway instances, {os.cpu_count()} CPUs; output {out}"
+        f"harness bench: app {args.app or 'reference'}, workers {args.workers}, rates {args.rates}, "
+        f"{args.duration:g}s per point, {args.instances} gateway instances, {os.cpu_count()} CPUs; output {out}"
     )
     result = sweep(args, out, log)
     (out / BENCH_JSON).write_text(json.dumps(result, indent=1))

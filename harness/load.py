@@ -4,6 +4,7 @@ app's config gives (its submit and status templates)."""
 from __future__ import annotations
 
 import http.client
+import json
 import queue
 import random
 import threading
@@ -119,7 +120,11 @@ class Client:
         try:
             res = self._session().request(method, f"{self.url}{path}", timeout=self.timeout)
             answer = _json(res)
-            st = {"http": res.status_code, "answer": answer, "done": res.status_code == 200 and self.app.is_done(answer)}
+            st = {
+                "http": res.status_code,
+                "answer": answer,
+                "done": res.status_code == 200 and self.app.is_done(answer),
+            }
         except requests.RequestException as e:
             st = {"http": 0, "answer": {"error": str(e)}, "done": False}
         if self.log_status:
@@ -270,6 +275,16 @@ class OpenLoopResult:
         return self.wall_start + (t - self.start)
 
 
+# a whole request: (method, path, headers, body)
+Request = tuple[str, str, dict[str, str], bytes]
+
+
+def app_request(app: Any, job: str, n: int) -> Request:
+    """The app's submission of job `job` (its [submit] template) as an OpenLoop request."""
+    method, path, headers, body = app.request(job, n)
+    return method, path, {"Content-Type": "application/json", **headers}, json.dumps(body).encode()
+
+
 class OpenLoop:
     """Constant-rate (open-loop) HTTP load: a dispatcher releases each request at its intended
     time to a pool of sender threads, each on its own keep-alive connection. A slow answer never
@@ -287,7 +302,7 @@ class OpenLoop:
     def run(
         self,
         schedule: list[float],
-        body: Callable[[int], bytes],
+        body: Callable[[int], bytes | Request],
         on_answer: Callable[[Shot], None] | None = None,
         stop: threading.Event | None = None,
     ) -> OpenLoopResult:
@@ -315,17 +330,20 @@ class OpenLoop:
             t.join()
         return OpenLoopResult(shots, start, wall_start, self.connections)
 
-    def _sender(self, work: queue.SimpleQueue[Shot | None], body: Callable[[int], bytes],
+    def _sender(self, work: queue.SimpleQueue[Shot | None], body: Callable[[int], bytes | Request],
                 on_answer: Callable[[Shot], None] | None) -> None:  # fmt: skip
         conn: http.client.HTTPConnection | None = None
-        headers = {"Content-Type": "application/json"}
+        plain = {"Content-Type": "application/json"}
         while (shot := work.get()) is not None:
-            data = body(shot.i)
+            made = body(shot.i)
+            method, path, headers, data = (
+                made if isinstance(made, tuple) else (self.method, self.path, plain, made)
+            )
             shot.sent = time.perf_counter()
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-                conn.request(self.method, self.path, body=data, headers=headers)
+                conn.request(method, path, body=data, headers=headers)
                 res = conn.getresponse()
                 res.read()
                 shot.status = res.status

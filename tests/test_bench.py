@@ -127,3 +127,18 @@ def test_a_tiny_real_bench_point(tmp_path: Path, server_ready: None) -> None:
     for name in ("summary.md", "throughput.png", "latency.png", "scaling.png"):
         assert (out / name).stat().st_size > 0
     print("\ntiny bench point:", bench._point_line(p))
+
+
+def test_a_tiny_real_bench_point_on_another_app(tmp_path: Path, server_ready: None) -> None:
+    """The orders app: its own route, body and promise ids (order-<job>), learned from the canary."""
+    out = tmp_path / "bench"
+    orders = Path(__file__).resolve().parent / "apps" / "orders"
+    rc = main(["bench", "--app", str(orders), "--workers", "1", "--rates", "3", "--duration", "2", "--no-ceiling",
+               "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    data = json.loads((out / "bench.json").read_text())
+    (p,) = data["points"]
+    assert p["answered_ok"] == 6 and p["completed"] == 6, p
+    assert data["app"]["promise_id_scheme"] == "order-{job}" and data["config"]["step_seconds"] is None
+    assert data["app"]["workflow"] == "fulfil"
+    assert "checkpoints" in (out / "summary.md").read_text()
