@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-import sqlite3
 import struct
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -17,11 +15,18 @@ from harness.runner import check_run
 from reports import render
 from reports.model import load
 from reports.timeline import DPI, MAX_HEIGHT_IN
-from tests.histories import FakeRun, encode
+from tests.histories import STEPS, FakeRun, digest, encode, step_value
 
 VERDICTS = ["exactly_once", "dedup", "replay", "liveness", "no_loss"]
 EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
 IMAGE = re.compile(r"""<img[^>]+src="data:image/png;base64,([A-Za-z0-9+/=]+)\"""")
+
+
+def late_end(run: FakeRun, job: dict, pos: str, worker: str, pid: int, ex: str) -> None:
+    """The end record of an execution a fault struck, written later (a zombie, a step across a crash)."""
+    root, value = run.root(job), step_value(job["jobId"], pos)
+    run.record("end", worker, pid, root=root, id=f"{root}.{pos}", pos=pos, fn=STEPS[pos], exec=ex, value=value,
+               vd=digest(value))  # fmt: skip
 
 
 def faulted_run() -> tuple[FakeRun, dict[str, str]]:
@@ -37,9 +42,10 @@ def faulted_run() -> tuple[FakeRun, dict[str, str]]:
     killed = jobs[1]
     for step in (1, 2):
         run.execute(killed, step, "worker-2", 22)
-    attempt = run.execute(killed, 3, "worker-2", 22, end=False)
-    run.fault("kill", "worker-2", job=killed["jobId"], step=3, pid=22, attempt=attempt)
+    ex = run.execute(killed, 3, "worker-2", 22, end=False)
+    run.fault("kill", "worker-2", job=killed["jobId"], step="3", pid=22, attempt=ex)
     run.event("heal", fault="kill", target="worker-2")
+    run.enter(killed, "worker-1", 11)
     for step in (3, 4, 5):
         run.execute(killed, step, "worker-1", 11)
     run.finish(killed)
@@ -47,29 +53,25 @@ def faulted_run() -> tuple[FakeRun, dict[str, str]]:
     paused = jobs[2]
     for step in (1, 2, 3):
         run.execute(paused, step, "worker-3", 33)
-    zombie = {"job": paused["jobId"], "step": 4, "name": "store_results", "attempt": "zombie-attempt",
-              "worker": "worker-3", "pid": 33}  # fmt: skip
-    run.ledger.append({"ev": "start", "t": run.tick(), **zombie})
-    run.fault("pause", "worker-3", job=paused["jobId"], step=4, pid=33, attempt="zombie-attempt", hold=1.0)
+    ex = run.execute(paused, 4, "worker-3", 33, end=False)
+    run.fault("pause", "worker-3", job=paused["jobId"], step="4", pid=33, attempt=ex, hold=1.0)
+    run.enter(paused, "worker-1", 11)
     run.execute(paused, 4, "worker-1", 11)  # the takeover
     run.event("heal", fault="pause", target="worker-3")
-    run.ledger.append(
-        {"ev": "end", "t": run.tick(), "value": run.value(paused, 4), **zombie}
-    )  # it finishes late
+    late_end(run, paused, "4", "worker-3", 33, ex)  # it finishes late
     run.execute(paused, 5, "worker-1", 11)
     run.finish(paused)
 
     crashed = jobs[3]
     run.execute(crashed, 1, "worker-1", 11)
-    start = {"job": crashed["jobId"], "step": 2, "name": "extract_text", "attempt": "across-the-crash",
-             "worker": "worker-1", "pid": 11}  # fmt: skip
-    run.ledger.append({"ev": "start", "t": run.tick(), **start})
+    ex = run.execute(crashed, 2, "worker-1", 11, end=False)
     run.fault("server-crash", "server", down=1.0)
     run.event("heal", fault="server-crash", target="server")
-    run.ledger.append({"ev": "end", "t": run.tick(), "value": run.value(crashed, 2), **start})
-    run.promises[f"doc/{crashed['jobId']}.2"] = {
-        "id": f"doc/{crashed['jobId']}.2", "state": "RESOLVED", "param": {}, "value": encode(run.value(crashed, 2)),
-        "tags": {"resonate:scope": "local", "resonate:root": f"doc/{crashed['jobId']}"},
+    late_end(run, crashed, "2", "worker-1", 11, ex)
+    root = run.root(crashed)
+    run.promises[f"{root}.2"] = {
+        "id": f"{root}.2", "state": "RESOLVED", "param": {}, "value": encode(step_value(crashed["jobId"], "2")),
+        "completedOn": int(run.tick() * 1000), "tags": {"resonate:scope": "local", "resonate:root": root},
     }  # fmt: skip
     for step in (3, 4, 5):
         run.execute(crashed, step, "worker-1", 11)
@@ -81,8 +83,7 @@ def save(run: FakeRun, run_dir: Path, *, promises: bool = True, results: bool = 
     """Write a FakeRun as `harness run` leaves a run directory, and check it (results.json)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = {**run.meta, "backend": "process", "seed": 7, "versions": {"server": "0.8.2", "sdk": "0.6.7"},
-            "settings": {"workers": 3, "ttl": 2, "step_seconds": "0.5", "liveness_deadline_s": 30,
-                         "server_args": []},
+            "settings": {"workers": 3, "ttl": 2, "liveness_deadline_s": 30, "server_args": []},
             "command": "harness run synthetic --backend process --workers 3 --seed 7"}  # fmt: skip
     (run_dir / "run.json").write_text(json.dumps(meta))
     (run_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in run.events))
@@ -96,13 +97,8 @@ def save(run: FakeRun, run_dir: Path, *, promises: bool = True, results: bool = 
         (run_dir / "promises.json").write_text(
             json.dumps(sorted(run.promises.values(), key=lambda p: p["id"]))
         )
-    with closing(sqlite3.connect(run_dir / "sink.db")) as conn, conn:
-        conn.execute(
-            "CREATE TABLE effects (job_id TEXT, kind TEXT, value TEXT, worker TEXT, attempt TEXT, t REAL)"
-        )
-        conn.executemany(
-            "INSERT INTO effects VALUES (:job_id, :kind, :value, :worker, :attempt, :t)", run.sink
-        )
+    (run_dir / "effects.json").write_text(json.dumps({"rows": run.effects, "error": None, "declared": True}))
+    (run_dir / "replay.json").write_text(json.dumps(run.replay))
     (run_dir / "logs").mkdir(exist_ok=True)
     (run_dir / "logs" / "worker-1.log").write_text("started\n")
     if results:
@@ -158,7 +154,7 @@ def test_fault_rows_say_when_the_step_restarted_and_the_job_finished(tmp_path: P
     kill = rows["kill"]
     assert (kill.job, kill.step, kill.victim, kill.restart_worker) == (
         faulted["kill"],
-        3,
+        "3",
         "worker-2",
         "worker-1",
     )
@@ -174,9 +170,9 @@ def test_timeline_tells_interrupted_executions_apart(tmp_path: Path) -> None:
     lanes = {ln.job: ln for ln in view.lanes}
     assert len(lanes) == 4
     fates = {job: [(x.step, x.fate) for x in lanes[job].executions] for job in faulted.values()}
-    assert (3, "cut") in fates[faulted["kill"]] and (3, "ok") in fates[faulted["kill"]]
-    assert (4, "late") in fates[faulted["pause"]] and (4, "ok") in fates[faulted["pause"]]
-    assert (2, "late") in fates[faulted["server-crash"]]
+    assert ("3", "cut") in fates[faulted["kill"]] and ("3", "ok") in fates[faulted["kill"]]
+    assert ("4", "late") in fates[faulted["pause"]] and ("4", "ok") in fates[faulted["pause"]]
+    assert ("2", "late") in fates[faulted["server-crash"]]
     cut = next(x for x in lanes[faulted["kill"]].executions if x.fate == "cut")
     assert cut.end is None and cut.drawn_end == next(r.at for r in view.fault_rows if r.kind == "kill")
     pause = next(m for m in view.marks if m.kind == "pause")
@@ -245,7 +241,7 @@ def test_fault_kinds_the_report_does_not_know_yet(tmp_path: Path) -> None:
     run.submit(job)
     run.execute(job, 1, "worker-1", 11)
     attempt = run.execute(job, 2, "worker-1", 11, end=False)
-    run.fault("partition", "worker-1", job=job["jobId"], step=2, pid=11, attempt=attempt, hold=1.0)
+    run.fault("partition", "worker-1", job=job["jobId"], step="2", pid=11, attempt=attempt, hold=1.0)
     run.event("heal", fault="partition", target="worker-1")
     run.fault("clock-skew", "worker-2", skew_s=3)
     for step in range(2, 6):
