@@ -46,11 +46,22 @@ def render(view: RunView) -> Path:
     app = r.get("app") or {}
     if app:
         steps = ", ".join(f"{x['pos']} {x['fn']}" for x in app.get("steps") or []) or "none seen"
-        lines += ["", "## The app", "", f"`{app.get('dir')}`: handler `{app.get('handler')}`, worker `{app.get('worker')}`, "
-                  f"promise ids `{app.get('promise_id_scheme') or 'opaque'}`, steps: {steps}; "
-                  + ("effects declared" if app.get("effects") else "no effects declared (duplicate effects not checked)")]
+        lines += [
+            "",
+            "## The app",
+            "",
+            f"`{app.get('dir')}`: handler `{app.get('handler')}`, worker `{app.get('worker')}`, "
+            f"promise ids `{app.get('promise_id_scheme') or 'opaque'}`, steps: {steps}; "
+            + (
+                "effects declared"
+                if app.get("effects")
+                else "no effects declared (duplicate effects not checked)"
+            ),
+        ]
     if r.get("findings"):
-        lines += ["", "## Findings", ""] + [f"- **{f['kind']}** job {f.get('job')}: {_cell(f['detail'])}" for f in r["findings"]]
+        lines += ["", "## Findings", ""] + [
+            f"- **{f['kind']}** job {f.get('job')}: {_cell(f['detail'])}" for f in r["findings"]
+        ]
     lines += ["", "## Faults", ""]
     if view.fault_rows:
         lines += [

@@ -215,8 +215,14 @@ def _from_history(view: RunView, h: History) -> None:
         (f["fault"], f["target"], f["t"], f) for f in h.faults()
     ]
     faults += [
-        (f"failpoint-{r['action']}", r["worker"], r["t"], {**r, "job": h.job_of.get(r["root"]), "step": r["pos"]})
-        for r in h.records("failpoint") if r.get("action") != "hold" and r.get("root") in h.job_of
+        (
+            f"failpoint-{r['action']}",
+            r["worker"],
+            r["t"],
+            {**r, "job": h.job_of.get(r["root"]), "step": r["pos"]},
+        )
+        for r in h.records("failpoint")
+        if r.get("action") != "hold" and r.get("root") in h.job_of
     ]
     faults.sort(key=lambda f: f[2])
     rec = {(r["fault"], r["target"], r["t"], r["job"], r["step"]): r for r in recoveries(h)}

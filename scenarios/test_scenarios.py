@@ -42,7 +42,10 @@ def crash_recovery_hits_every_step_and_the_gaps(res: Verdicts) -> None:
 
 def zombie_shows_the_extra_execution(res: Verdicts) -> None:
     v = res.results["verdicts"]
-    assert "none duplicated" in v["exactly_once"]["detail"] or "no effects declared" in v["exactly_once"]["detail"]
+    assert (
+        "none duplicated" in v["exactly_once"]["detail"]
+        or "no effects declared" in v["exactly_once"]["detail"]
+    )
     assert "the paused attempt of" in v["replay"]["detail"], v["replay"]
 
 

@@ -84,7 +84,9 @@ class FakeRun:
         rid = root_id or self.root(job)
         if status == 202:
             created = rid not in self.promises
-            self.record("dispatch", "lambda-1", 5, id=rid, fn="wf", job=jid, sub=sub, created=created, error=None)
+            self.record(
+                "dispatch", "lambda-1", 5, id=rid, fn="wf", job=jid, sub=sub, created=created, error=None
+            )
             if created:
                 param = encode({"func": "wf", "args": [{"id": jid}], "kwargs": {}})
                 self.promises[rid] = {"id": rid, "state": "PENDING", "param": param, "value": {},
@@ -92,7 +94,9 @@ class FakeRun:
         body = {"status": "accepted", "id": jid} if status == 202 else {"error": "bad"}
         self.event("response", job_id=jid, sub=sub, mode=mode, status=status, body=body, latency=0.01)
 
-    def enter(self, job: dict[str, Any], worker: str = "worker-1", pid: int = 11, root_id: str | None = None) -> str:
+    def enter(
+        self, job: dict[str, Any], worker: str = "worker-1", pid: int = 11, root_id: str | None = None
+    ) -> str:
         """A (re-)entry of the job's workflow body on a worker."""
         rid = root_id or self.root(job)
         entry = self.entries[rid] = uuid.uuid4().hex

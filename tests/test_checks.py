@@ -61,7 +61,10 @@ def test_exactly_once_fails_when_replay_asks_for_another_step_than_was_checkpoin
     asked[2] = {**asked[2], "fn": "score_differently"}
     v = verdict(run, "exactly_once")
     assert not v["ok"]
-    assert f"job {jobs[1]['jobId']} step 3: on replay the workflow asks for score_differently where score" in v["detail"]
+    assert (
+        f"job {jobs[1]['jobId']} step 3: on replay the workflow asks for score_differently where score"
+        in v["detail"]
+    )
 
 
 def test_exactly_once_fails_when_the_app_oracle_disagrees() -> None:
@@ -81,7 +84,17 @@ def test_exactly_once_fails_on_a_checkpoint_no_execution_returned() -> None:
 def test_exactly_once_fails_on_a_duplicate_effect() -> None:
     run, jobs = healthy()
     run.effects.append(dict(run.effects[0]))  # the first effect is jobs[0]'s
-    run.record("effect", "worker-2", 22, root=run.root(jobs[0]), id="x", pos="4", fn="save", exec="e2", effect="write")
+    run.record(
+        "effect",
+        "worker-2",
+        22,
+        root=run.root(jobs[0]),
+        id="x",
+        pos="4",
+        fn="save",
+        exec="e2",
+        effect="write",
+    )
     v = verdict(run, "exactly_once")
     assert not v["ok"]
     assert f"job {jobs[0]['jobId']} step 4 (save): 2 'saved' effects" in v["detail"]
@@ -95,7 +108,7 @@ def test_exactly_once_fails_on_a_missing_declared_effect() -> None:
 
 
 def test_exactly_once_without_declared_effects_says_so_and_checks_none() -> None:
-    run, jobs = healthy()
+    run, _jobs = healthy()
     run.meta["app"]["effects"] = None
     run.effects.append(dict(run.effects[0]))
     v = verdict(run, "exactly_once")
@@ -294,7 +307,7 @@ def test_a_kill_between_end_record_and_checkpoint_allows_a_rerun_without_demandi
 
 
 def test_a_hit_sub_step_allows_its_generator_to_re_enter() -> None:
-    run, jobs = healthy(kill_step=None)
+    run, _jobs = healthy(kill_step=None)
     job = run.new_job()
     run.submit(job)
     rid = run.root(job)

@@ -29,7 +29,9 @@ def state(pid: int) -> str:
 @pytest.fixture
 def cluster(tmp_path: Path, server_ready: None) -> Iterator[ProcessCluster]:
     with ProcessCluster(
-        ClusterConfig(run_dir=tmp_path, stack=get_stack(), app=AppSpec.load(None), workers=2, gateway_instances=1)
+        ClusterConfig(
+            run_dir=tmp_path, stack=get_stack(), app=AppSpec.load(None), workers=2, gateway_instances=1
+        )
     ) as c:
         yield c
 

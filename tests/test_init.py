@@ -11,7 +11,7 @@ import pytest
 from harness.app.spec import REFERENCE_APP, AppSpec
 from harness.cli import main
 
-SEED_LAMBDA = '''
+SEED_LAMBDA = """
 import json
 import os
 
@@ -65,9 +65,9 @@ def lambda_handler(event, context):
     if http_method == "GET" and path.startswith("/status/"):
         return _handle_status(event)
     return _response(404, {"error": "not found"})
-'''
+"""
 
-SEED_WORKER = '''
+SEED_WORKER = """
 import threading
 from typing import Any
 
@@ -109,9 +109,9 @@ def process_document(ctx: Context, job: dict[str, Any]):
 if __name__ == "__main__":
     resonate.start()
     threading.Event().wait()
-'''
+"""
 
-OTHER_API = '''
+OTHER_API = """
 import json
 
 from resonate import Resonate
@@ -140,9 +140,9 @@ def handler(event, context):
             return _answer(200, {"state": "finished", "output": h.result()})
         return _answer(200, {"state": "running"})
     return _answer(404, {"error": "no route"})
-'''
+"""
 
-OTHER_WORKER = '''
+OTHER_WORKER = """
 import threading
 
 from resonate import Resonate
@@ -164,7 +164,7 @@ resonate.register(crunch, name="crunch")
 if __name__ == "__main__":
     resonate.start()
     threading.Event().wait()
-'''
+"""
 
 # a test file with a handler-shaped function: must be skipped
 DECOY_TEST = "def lambda_handler(event, context):\n    return {}\n"
@@ -266,7 +266,10 @@ def test_package_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 def test_stdout_prints_and_writes_nothing(seed_app: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["init", str(seed_app), "--stdout"]) == 0
     cap = capsys.readouterr()
-    assert cap.out.startswith("# harness.toml drafted") and 'handler = "lambda_function:lambda_handler"' in cap.out
+    assert (
+        cap.out.startswith("# harness.toml drafted")
+        and 'handler = "lambda_function:lambda_handler"' in cap.out
+    )
     assert "check before running" in cap.err
     assert not (seed_app / "harness.toml").exists()
 

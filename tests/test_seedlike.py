@@ -15,7 +15,9 @@ pytestmark = pytest.mark.server
 APP = Path(__file__).resolve().parent / "apps" / "seedlike"
 
 
-def test_crash_recovery_passes_and_reports_the_nondeterministic_step(tmp_path: Path, server_ready: None) -> None:
+def test_crash_recovery_passes_and_reports_the_nondeterministic_step(
+    tmp_path: Path, server_ready: None
+) -> None:
     res = run("crash-recovery", app=APP, out=tmp_path / "run")
     assert res.ok, res.results["verdicts"]
     assert res.results["app"]["handler"] == "lambda_function:lambda_handler"

@@ -94,7 +94,9 @@ def _info(pid: str) -> Any:
     return SimpleNamespace(attempt=1, idempotency_key=pid, tags={}, timeout=0.0, version=1)
 
 
-def drive(client: Any, func: Any, root: str, pid: str, args: Any, kwargs: Any, cps: Checkpoints) -> dict[str, Any]:
+def drive(
+    client: Any, func: Any, root: str, pid: str, args: Any, kwargs: Any, cps: Checkpoints
+) -> dict[str, Any]:
     """Replay one generator body (root or sub-step) against the checkpoints."""
     from resonate.coroutine import AWT, LFI, RFI, TRM, Coroutine
     from resonate.models.result import Ko, Ok
@@ -108,7 +110,11 @@ def drive(client: Any, func: Any, root: str, pid: str, args: Any, kwargs: Any, c
         for _ in range(MAX_ASKS):
             cmd = co.send(nxt)
             if isinstance(cmd, (LFI, RFI)):
-                fn = getattr(cmd.func, "__qualname__", "?") if isinstance(cmd, LFI) else getattr(cmd.conv, "name", "?")
+                fn = (
+                    getattr(cmd.func, "__qualname__", "?")
+                    if isinstance(cmd, LFI)
+                    else getattr(cmd.conv, "name", "?")
+                )
                 out["asked"].append({"id": cmd.id, "pos": position(root, cmd.id), "fn": fn,
                                      "kind": "local" if isinstance(cmd, LFI) else "remote"})  # fmt: skip
                 if isinstance(cmd, LFI) and inspect.isgeneratorfunction(cmd.func):

@@ -89,13 +89,21 @@ def _visit(stmts: list[ast.stmt], method: str | None, out: list[Route]) -> None:
             methods = _methods(s.test)
             m = methods[0] if methods else method
             paths = [(lit, kind) for lit, kind in _paths(s.test) if lit != "/" or kind == "exact"]
-            inner = next(iter(_methods(ast.Module(body=s.body, type_ignores=[]), (ast.cmpop,))), None) if paths else None
+            inner = (
+                next(iter(_methods(ast.Module(body=s.body, type_ignores=[]), (ast.cmpop,))), None)
+                if paths
+                else None
+            )
             out += [Route(lit, kind, m or inner, s.lineno, list(s.body)) for lit, kind in paths]
             _visit(s.body, m, out)
             _visit(s.orelse, method, out)
         elif isinstance(s, ast.Match):
             for case in s.cases:
-                lits = [n.value for n in ast.walk(case.pattern) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+                lits = [
+                    n.value
+                    for n in ast.walk(case.pattern)
+                    if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                ]
                 m = next((x.upper() for x in lits if x.upper() in HTTP_METHODS), method)
                 out += [Route(x, "template" if "{" in x else "exact", m, case.pattern.lineno, list(case.body))
                         for x in lits if x.startswith("/")]  # fmt: skip
@@ -162,7 +170,12 @@ def param_keys(mod: Module, what: str = "pathParameters") -> list[str]:
     keys: list[str] = []
     for n in ast.walk(mod.tree):
         base, key = _read(n)
-        if key and base is not None and (dotted(base) in holders or what in _consts_in(base)) and key not in keys:
+        if (
+            key
+            and base is not None
+            and (dotted(base) in holders or what in _consts_in(base))
+            and key not in keys
+        ):
             keys.append(key)
     return keys
 
@@ -190,7 +203,9 @@ def body_fields(mod: Module) -> list[Field]:
     """The request-body fields the module reads from what json.loads returned, in source order."""
     loaders = {name for name, f in mod.funcs.items()
                if any(isinstance(r, ast.Return) and r.value is not None and _loads(r.value, set()) for r in ast.walk(f))}  # fmt: skip
-    scopes: list[list[ast.stmt]] = [[s for s in mod.tree.body if not isinstance(s, ast.FunctionDef | ast.ClassDef)]]
+    scopes: list[list[ast.stmt]] = [
+        [s for s in mod.tree.body if not isinstance(s, ast.FunctionDef | ast.ClassDef)]
+    ]
     scopes += [f.body for f in ast.walk(mod.tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)]
     found: dict[str, Field] = {}
     for body in scopes:
@@ -240,7 +255,11 @@ def _uses(scope: ast.AST, names: set[str], var: str) -> bool:
         if (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "get"
                 and dotted(n.func.value) in names and n.args and dotted(n.args[0]) == var):  # fmt: skip
             return True
-        if isinstance(n, ast.Compare) and dotted(n.left) == var and any(dotted(c) in names for c in n.comparators):
+        if (
+            isinstance(n, ast.Compare)
+            and dotted(n.left) == var
+            and any(dotted(c) in names for c in n.comparators)
+        ):
             return True
     return False
 
@@ -293,7 +312,10 @@ def done_answer(nodes: list[ast.AST]) -> Done | None:
             for key, v in pairs:
                 words = [w for w in _consts(v) if w.lower() in DONE_WORDS]
                 if words:
-                    rank = (0 if key.lower() in ("status", "state") else 1, DONE_WORDS.index(words[0].lower()))
+                    rank = (
+                        0 if key.lower() in ("status", "state") else 1,
+                        DONE_WORDS.index(words[0].lower()),
+                    )
                     equals: Any = words[0]
                 elif key.lower() in DONE_FLAGS and not (isinstance(v, ast.Constant) and v.value is not True):
                     rank, equals = (2, 0), True
@@ -314,5 +336,7 @@ def _result_key(pairs: list[tuple[str, ast.expr]], done_key: str) -> str | None:
             sub = _result_key(inner, "")
             if sub and sub.split(".")[0] in RESULT_KEYS:
                 return f"{k}.{sub}"
-    ranked = sorted(rest, key=lambda kv: RESULT_KEYS.index(kv[0]) if kv[0] in RESULT_KEYS else len(RESULT_KEYS))
+    ranked = sorted(
+        rest, key=lambda kv: RESULT_KEYS.index(kv[0]) if kv[0] in RESULT_KEYS else len(RESULT_KEYS)
+    )
     return ranked[0][0] if ranked else None

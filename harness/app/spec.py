@@ -140,7 +140,10 @@ class AppSpec:
                                seen="no {job} in path, body or headers")  # fmt: skip
         if "{job}" not in self.status_path:
             raise HarnessError(f"[status] path with {{job}} in {where}", seen=repr(self.status_path))
-        for key, value in (("oracle", self.oracle), ("effects.function", self.effects and self.effects.function)):
+        for key, value in (
+            ("oracle", self.oracle),
+            ("effects.function", self.effects and self.effects.function),
+        ):
             if value and not _MODULE_FUNC.fullmatch(value):
                 raise HarnessError(f"{key} = 'module:function' in {where}", seen=repr(value))
         e = self.effects
@@ -204,7 +207,11 @@ def _tree_placeholders(tree: Any) -> set[str]:
     if isinstance(tree, str):
         return placeholders(tree)
     if isinstance(tree, dict):
-        return set().union(*(placeholders(k) | _tree_placeholders(v) for k, v in tree.items())) if tree else set()
+        return (
+            set().union(*(placeholders(k) | _tree_placeholders(v) for k, v in tree.items()))
+            if tree
+            else set()
+        )
     if isinstance(tree, list):
         return set().union(*(_tree_placeholders(v) for v in tree)) if tree else set()
     return set()
@@ -277,7 +284,9 @@ def _from_table(root: Path, config: Path, t: dict[str, Any]) -> AppSpec:
         raise HarnessError(f"oracle = 'module:function' in {config}", seen=repr(oracle))
     gateway = table("gateway")
     resources = gateway.get("resources", [])
-    if not isinstance(resources, list) or not all(isinstance(r, str) and r.startswith("/") for r in resources):
+    if not isinstance(resources, list) or not all(
+        isinstance(r, str) and r.startswith("/") for r in resources
+    ):
         raise HarnessError(f"[gateway] resources = a list of paths in {config}", seen=repr(resources))
     headers = submit.get("headers", {})
     if not isinstance(headers, dict):

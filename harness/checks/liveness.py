@@ -17,8 +17,12 @@ def liveness(h: History) -> Verdict:
         if job not in done:
             problems.append(f"job {job}: not done (deadline {deadline:g}s after the last fault healed)")
         elif done[job] - since > deadline:
-            problems.append(f"job {job}: done {done[job] - since:.1f}s after the last heal, deadline {deadline:g}s")
+            problems.append(
+                f"job {job}: done {done[job] - since:.1f}s after the last heal, deadline {deadline:g}s"
+            )
     late = max((done[j] - since for j in h.accepted() if j in done), default=0.0)
     anchor = "the last fault healed" if marks else "the load started"
     when = f"{late:.1f}s after {anchor}" if late >= 0 else f"{-late:.1f}s before {anchor}"
-    return verdict(problems, f"{len(h.accepted())} accepted jobs done, the last {when} (deadline {deadline:g}s)")
+    return verdict(
+        problems, f"{len(h.accepted())} accepted jobs done, the last {when} (deadline {deadline:g}s)"
+    )

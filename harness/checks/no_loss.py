@@ -16,7 +16,11 @@ def no_loss(h: History) -> Verdict:
     for job in sorted(h.accepted() - set(lost)):
         roots = h.roots_of(job)
         if not roots:
-            problems.append(f"job {job}: accepted, but no dispatch reached the server from any Lambda instance")
+            problems.append(
+                f"job {job}: accepted, but no dispatch reached the server from any Lambda instance"
+            )
         elif not any(r in h.promise for r in roots):
-            problems.append(f"job {job}: accepted, but the server has no promise for it (dispatched {roots[:3]})")
+            problems.append(
+                f"job {job}: accepted, but the server has no promise for it (dispatched {roots[:3]})"
+            )
     return verdict(problems, f"all {len(h.accepted())} accepted jobs are on the server")

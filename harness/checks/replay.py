@@ -91,7 +91,9 @@ def replay(h: History) -> Verdict:
                         if zombie is not None and zombie.end is not None
                         else f"the {hit.site} attempt of {hit.target} never finished"
                     )
-                    later = sorted({x.pos for x in h.executions(job) if x.exec in carried_on.get(hit.exec, ())})
+                    later = sorted(
+                        {x.pos for x in h.executions(job) if x.exec in carried_on.get(hit.exec, ())}
+                    )
                     if later:
                         reruns.append(f"then {hit.target} carried on and ran step {', '.join(later)} again, "
                                       f"concurrently with the takeover")  # fmt: skip
@@ -105,7 +107,9 @@ def replay(h: History) -> Verdict:
             missing = sorted(pos for pos, runs in runs_of.items()
                              if any(x.end is not None and x.error is None for x in runs)
                              and not any(c["id"] == runs[0].id for c in h.children(root["id"])))  # fmt: skip
-            disagree += [f"job {job} {runs_of[p][0].step}: executed to its end but has no checkpoint" for p in missing]
+            disagree += [
+                f"job {job} {runs_of[p][0].step}: executed to its end but has no checkpoint" for p in missing
+            ]
             other += disagree
         rep = (h.replay.get("roots") or {}).get(root["id"]) if root else None
         if job_hits and root and root["state"] == "RESOLVED" and rep and rep.get("vd") is not None \
@@ -114,7 +118,9 @@ def replay(h: History) -> Verdict:
                          f"(the offline replay with the server's checkpoints)")  # fmt: skip
     problems = rerun_problems + missing_reruns + other
     shown = "; ".join(reruns[:4]) + ("…" if len(reruns) > 4 else "")
-    later = "later steps ran once" + (" (but for a zombie's own copy)" if any("carried on" in r for r in reruns) else "")
+    later = "later steps ran once" + (
+        " (but for a zombie's own copy)" if any("carried on" in r for r in reruns) else ""
+    )
     return verdict(problems, f"{len(all_hits)} fault hits; earlier steps never re-ran, the hit step "
                              f"re-ran ({shown or 'none needed'}), {later}; every checkpoint "
                              f"agrees with the ledger")  # fmt: skip

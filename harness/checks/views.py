@@ -38,7 +38,9 @@ class Hit:
     t: float
     job: str
     pos: str
-    site: str  # during | before | after_effect | after | server-down | paused | cut-off | degraded | unsettled
+    site: (
+        str  # during | before | after_effect | after | server-down | paused | cut-off | degraded | unsettled
+    )
     exec: str | None
 
     def covers(self, x: Execution) -> bool:
@@ -91,12 +93,16 @@ def hits(h: History) -> list[Hit]:
         out += [Hit(kind, f["target"], t, x.job, x.pos, "unsettled" if unsettled(x, t) else site, x.exec)
                 for x in victims]  # fmt: skip
         if not victims and f.get("job") and f.get("step") is not None:
-            out.append(Hit(kind, f["target"], t, f["job"], str(f["step"]), f.get("site", site), f.get("attempt")))
+            out.append(
+                Hit(kind, f["target"], t, f["job"], str(f["step"]), f.get("site", site), f.get("attempt"))
+            )
     for r in h.records("failpoint"):
         job = h.job_of.get(r.get("root", ""))
         if job is None or r.get("action") == "hold":  # a hold only places another fault
             continue
-        out.append(Hit(f"failpoint-{r['action']}", r["worker"], r["t"], job, r["pos"], r["at"], r.get("exec")))
+        out.append(
+            Hit(f"failpoint-{r['action']}", r["worker"], r["t"], job, r["pos"], r["at"], r.get("exec"))
+        )
     out.sort(key=lambda x: x.t)
     h.__dict__["_hits"] = out
     return out

@@ -9,9 +9,8 @@ import time
 from collections.abc import Generator
 from typing import Any
 
-from resonate import Context, Resonate
-
 import store
+from resonate import Context, Resonate
 
 resonate = Resonate.remote(group="packers")
 
