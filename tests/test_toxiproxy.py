@@ -230,17 +230,15 @@ def test_an_unproxied_process_cluster_refuses_link_faults(tmp_path: Path) -> Non
 
 
 # --- the process backend with one link per worker (real server) ----------------------------
+def proxied_config(run_dir: Path, workers: int) -> ClusterConfig:
+    """The reference app, every worker behind its own Toxiproxy link."""
+    return ClusterConfig(run_dir=run_dir, stack=get_stack(), app=AppSpec.load(None), workers=workers,
+                         gateway_instances=1, proxied=True)  # fmt: skip
+
+
 @pytest.fixture
 def proxied(tmp_path: Path, server_ready: None, toxiproxy_bin: Path) -> Iterator[ProcessCluster]:
-    config = ClusterConfig(
-        run_dir=tmp_path,
-        stack=get_stack(),
-        app=AppSpec.load(None),
-        workers=2,
-        gateway_instances=1,
-        proxied=True,
-    )
-    with ProcessCluster(config) as cluster:
+    with ProcessCluster(proxied_config(tmp_path, workers=2)) as cluster:
         yield cluster
 
 
@@ -308,14 +306,7 @@ def test_link_toxics_through_the_nemesis(proxied: ProcessCluster, tmp_path: Path
 def test_stopping_the_cluster_stops_toxiproxy(
     tmp_path: Path, server_ready: None, toxiproxy_bin: Path
 ) -> None:
-    config = ClusterConfig(
-        run_dir=tmp_path,
-        stack=get_stack(),
-        app=AppSpec.load(None),
-        workers=1,
-        gateway_instances=1,
-        proxied=True,
-    )
+    config = proxied_config(tmp_path, workers=1)
     with ProcessCluster(config) as c:
         assert c.toxiproxy is not None
         pid = c.toxiproxy.pid
