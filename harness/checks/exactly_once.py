@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from harness.checks.views import Verdict, completion_times, effect_rows, step_label, verdict
+from harness.checks.views import Verdict, completion_times, count, effect_rows, step_label, verdict
 from harness.history import History
 
 
@@ -125,6 +125,6 @@ def exactly_once(h: History) -> Verdict:
         problems.append(f"the offline replay could not run: {h.replay['error']}")
     effects, summary = effect_problems(h)
     oracle = "the offline replay" + (" and the app's oracle" if h.replay.get("expected") else "")
-    return verdict(problems + effects, f"{len(h.accepted())} accepted jobs: each has one root promise, "
+    return verdict(problems + effects, f"{count(len(h.accepted()), 'accepted job')}: each has one root promise, "
                                        f"resolved with the value of {oracle}; every checkpoint holds a "
                                        f"recorded execution's value; {summary}")  # fmt: skip

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.checks.views import Verdict, completion_times, verdict
+from harness.checks.views import Verdict, completion_times, count, verdict
 from harness.history import History
 
 
@@ -24,5 +24,5 @@ def liveness(h: History) -> Verdict:
     anchor = "the last fault healed" if marks else "the load started"
     when = f"{late:.1f}s after {anchor}" if late >= 0 else f"{-late:.1f}s before {anchor}"
     return verdict(
-        problems, f"{len(h.accepted())} accepted jobs done, the last {when} (deadline {deadline:g}s)"
+        problems, f"{count(len(h.accepted()), 'accepted job')} done, the last {when} (deadline {deadline:g}s)"
     )

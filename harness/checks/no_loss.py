@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.checks.views import Verdict, verdict
+from harness.checks.views import Verdict, count, verdict
 from harness.history import History
 
 
@@ -23,4 +23,12 @@ def no_loss(h: History) -> Verdict:
             problems.append(
                 f"job {job}: accepted, but the server has no promise for it (dispatched {roots[:3]})"
             )
-    return verdict(problems, f"all {len(h.accepted())} accepted jobs are on the server")
+    return verdict(
+        problems,
+        (
+            "the 1 accepted job is"
+            if len(h.accepted()) == 1
+            else f"all {count(len(h.accepted()), 'accepted job')} are"
+        )
+        + " on the server",
+    )

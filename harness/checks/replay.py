@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import Any
 
 from harness.checks.exactly_once import checkpoint_problems
-from harness.checks.views import OWE_NO_RERUN, Verdict, completion_times, hits, verdict
+from harness.checks.views import OWE_NO_RERUN, Verdict, completion_times, count, hits, verdict
 from harness.history import History
 
 
@@ -121,6 +121,6 @@ def replay(h: History) -> Verdict:
     later = "later steps ran once" + (
         " (but for a zombie's own copy)" if any("carried on" in r for r in reruns) else ""
     )
-    return verdict(problems, f"{len(all_hits)} fault hits; earlier steps never re-ran, the hit step "
+    return verdict(problems, f"{count(len(all_hits), 'fault hit')}; earlier steps never re-ran, the hit step "
                              f"re-ran ({shown or 'none needed'}), {later}; every checkpoint "
                              f"agrees with the ledger")  # fmt: skip

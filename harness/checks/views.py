@@ -49,6 +49,11 @@ class Hit:
         return self.pos == x.pos or (x.kind == "gen" and is_under(self.pos, x.pos))
 
 
+def count(n: int, noun: str) -> str:
+    """'1 accepted job', '3 accepted jobs'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def checkpoint_times(h: History) -> dict[tuple[str, str], float]:
     """When the server stored each step's checkpoint (child promise completedOn), by (job, pos)."""
     out = {}
