@@ -175,9 +175,10 @@ class Nemesis:
         self.cluster.kill_worker(worker)
         return self._log("kill", worker)
 
-    def restart_worker(self, worker: str) -> dict[str, Any]:
+    def restart_worker(self, worker: str, after: str = "kill") -> dict[str, Any]:
+        """Start a dead worker again; `after` names what killed it (a kill, a failpoint's crash)."""
         self.cluster.restart_worker(worker)
-        return self.events.append("heal", fault="kill", target=worker)
+        return self.events.append("heal", fault=after, target=worker)
 
     def crash_server(self, down: float = 1.0) -> dict[str, Any]:
         """kill -9 the server, keep it down `down` seconds, restart it on the same store and ports."""

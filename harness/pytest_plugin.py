@@ -1,14 +1,61 @@
 """pytest plugin `resonate_harness`: fault-injection tests of a Resonate app in the user's own repo.
 
-Loaded through the `pytest11` entry point wherever resonate-harness is installed. Options:
-``--backend process|docker`` (repeatable; every test that uses a cluster runs once per backend),
-``--workers N`` and ``--app DIR`` (or ``harness_app = DIR`` in the pytest ini). Fixtures:
-``harness_app`` (the AppSpec), ``harness_run`` (a fresh running cluster per test, torn down after
-it), ``harness_client``, ``harness_nemesis``, ``harness_scenario`` (run a built-in scenario),
-``backend``, and ``server_ready`` / ``toxiproxy_bin`` / ``docker_daemon`` (skip with the reason on a
-machine that lacks them; fail under ``CI=true``). Marker: ``@pytest.mark.harness(workers=..., ttl=...,
-gateway_instances=..., server_args=[...], proxied=..., liveness_deadline_s=..., params={...},
-seed=..., verdicts=[...], backends=[...])``.
+Loaded through the `pytest11` entry point wherever resonate-harness is installed (``pip install``;
+nothing to import, no conftest). A test in the user's repo::
+
+    import pytest
+
+    @pytest.mark.harness(workers=2)
+    def test_a_killed_worker_does_not_ship_twice(harness_run, harness_client, harness_nemesis):
+        job = harness_run.jobs(1)[0]
+        step = harness_run.steps()[1]
+        harness_nemesis.strike(job["jobId"], step)  # hold the worker that reaches this step...
+        harness_client.submit(job)
+        harness_nemesis.kill(job["jobId"], step)  # ...and SIGKILL it there
+        harness_run.wait_done([job["jobId"]])
+        assert harness_run.verdicts(["exactly_once", "liveness", "no_loss"]).ok
+
+    def test_smoke(harness_scenario):
+        result = harness_scenario("smoke")
+        assert result.ok, result.failed
+
+run as ``pytest --app ./my_app`` (or ``harness_app = my_app`` in the pytest ini), ``-n 2`` with xdist.
+
+Options:
+    ``--backend process|docker``  repeatable; every test that uses a cluster runs once per backend
+                                  (default: process)
+    ``--workers N``               workers per cluster, unless the test's marker says otherwise
+    ``--app DIR``                 the app under test, a directory with harness.toml (relative to where
+                                  pytest starts); else the ini's ``harness_app`` (relative to the ini
+                                  file); else the reference app shipped with the harness
+
+Fixtures:
+    ``harness_run``       a fresh running cluster for the app (its canary done), in the test's own
+                          tmp_path, ports and names, so xdist workers never meet; torn down after the
+                          test whatever its outcome. It has everything of harness.runner.RunContext
+                          (``client``, ``nemesis``, ``cluster``, ``settings``, ``jobs(n)``, ``steps()``,
+                          ``wait_done(ids)``, ``phase(name)``, ...) and ``verdicts(names=None)``, which
+                          ends the session (history completed, cluster down) and returns `Verdicts`
+    ``harness_client``    the run's client: ``submit(job)``, ``burst(jobs)``, ``wait_done(ids)``
+    ``harness_nemesis``   the run's nemesis (harness.faults): ``strike``, ``kill``, ``pause``,
+                          ``failpoint``, ``partition``, ``crash_server``, ...
+    ``harness_scenario``  run a built-in scenario on the app: ``harness_scenario("crash-recovery",
+                          seed=11, workers=3, params={...}, app=DIR)`` -> `Verdicts`
+    ``harness_app``       the app's validated AppSpec (session-scoped)
+    ``backend``           the test's backend (parametrized by --backend)
+    ``server_ready``, ``toxiproxy_bin``, ``docker_daemon``
+                          what the machine must have; the server and Toxiproxy are installed into the
+                          per-user cache on first use (`harness setup`, under a file lock: parallel
+                          workers build once). A machine that lacks one skips with the reason; under
+                          ``CI=true`` the test fails instead.
+
+`Verdicts` (a run's results.json): ``.ok``, ``.failed`` (name -> detail), ``v["exactly_once"]``,
+``.results``, ``.run_dir``; a failed run also gets report.html there.
+
+Marker: ``@pytest.mark.harness(workers=..., ttl=..., gateway_instances=..., server_args=[...],
+proxied=..., liveness_deadline_s=..., params={...}, seed=..., verdicts=[...], backends=[...])``; the
+closest (test > class > module) wins. Tests using the server get the ``server`` marker, docker ones
+``docker``, so ``-m "not server"`` leaves them out.
 
 Heavy modules (the runner, Docker) are imported only when a fixture needs them, so the plugin
 costs nothing in test runs that do not use it.

@@ -1,9 +1,9 @@
 """What the renderers show, gathered once from a run directory (and nothing else).
 
 `load(run_dir)` never touches a live cluster: it reads results.json and run.json as JSON, and
-the history (events, ledger, promises, sink) through `harness.history.History.load`. Every part
-may be missing in a partial run (no promises.json, a scenario that stopped early, no faults, no
-results.json yet); the report then shows what there is and says what is missing.
+the history (events, ledger, promises, effects, replay) through `harness.history.History.load`.
+Every part may be missing in a partial run (no promises.json, a scenario that stopped early, no
+faults, no results.json yet); the report then shows what there is and says what is missing.
 
 Times are seconds since the run's first harness event, the same origin results.json uses.
 """

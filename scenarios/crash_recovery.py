@@ -35,4 +35,4 @@ def crash_recovery(ctx: RunContext) -> None:
         ctx.client.submit(job)
         ctx.wait_done([job["jobId"]])
         for worker in sorted(set(ctx.cluster.workers) - set(ctx.cluster.live_workers())):
-            ctx.nemesis.restart_worker(worker)  # the worker the failpoint crashed
+            ctx.nemesis.restart_worker(worker, after="failpoint-crash")  # the worker the failpoint crashed

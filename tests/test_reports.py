@@ -15,7 +15,7 @@ from harness.runner import check_run
 from reports import render
 from reports.model import load
 from reports.timeline import DPI, MAX_HEIGHT_IN
-from tests.histories import STEPS, FakeRun, digest, encode, step_value
+from tests.histories import EFFECT_STEP, STEPS, FakeRun, digest, encode, step_value
 
 VERDICTS = ["exactly_once", "dedup", "replay", "liveness", "no_loss"]
 EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
@@ -79,10 +79,21 @@ def faulted_run() -> tuple[FakeRun, dict[str, str]]:
     return run, {"kill": killed["jobId"], "pause": paused["jobId"], "server-crash": crashed["jobId"]}
 
 
+def app_summary(run: FakeRun) -> dict:
+    """run.json's "app" as `harness run` writes it: the spec's summary, what the canary learned."""
+    steps = [{"pos": p, "fn": fn, "kind": "fn", "effect": p == EFFECT_STEP} for p, fn in STEPS.items()]
+    learned = {"job": "canary-1", "root": "wf/canary-1", "scheme": "wf/{job}", "workflow": "wf",
+               "target": "poll://any", "steps": steps, "sdk": {"worker": "0.6.7"}, "ttl": 2}  # fmt: skip
+    return {"dir": "/apps/synthetic", "config": "/apps/synthetic/harness.toml", "handler": "api:handle",
+            "worker": "worker.py", "oracle": None, "missing_status": 404, **run.meta["app"],
+            "learned": learned}  # fmt: skip
+
+
 def save(run: FakeRun, run_dir: Path, *, promises: bool = True, results: bool = True) -> Path:
     """Write a FakeRun as `harness run` leaves a run directory, and check it (results.json)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    meta = {**run.meta, "backend": "process", "seed": 7, "versions": {"server": "0.8.2", "sdk": "0.6.7"},
+    meta = {**run.meta, "app": app_summary(run), "backend": "process", "seed": 7,
+            "versions": {"server": "0.8.2", "sdk": "0.6.7"},
             "settings": {"workers": 3, "ttl": 2, "liveness_deadline_s": 30, "server_args": []},
             "command": "harness run synthetic --backend process --workers 3 --seed 7"}  # fmt: skip
     (run_dir / "run.json").write_text(json.dumps(meta))
@@ -145,6 +156,10 @@ def test_report_of_a_faulted_run(tmp_path: Path) -> None:
     assert "| verdict | ok | detail |" in md
     assert results["command"] in page and results["command"] in md
     assert "0.8.2" in page and "seed 7" in page
+    # the app under test, from run.json: its config, and what the canary learned of it
+    assert "<code>api:handle</code>" in page and "<code>wf/{job}</code>" in page
+    assert "<code>4</code> save (effect)" in page
+    assert "handler `api:handle`" in md and "promise ids `wf/{job}`" in md and "steps: 1 fetch, 2 parse" in md
 
 
 def test_fault_rows_say_when_the_step_restarted_and_the_job_finished(tmp_path: Path) -> None:
