@@ -1,17 +1,25 @@
 """`harness bench`: open-loop throughput benchmark of the SUT through the gateway.
 
-For each worker count (default 1, 2, 4, 8) a fresh cluster is started; for each offered rate
-(default: a doubling ramp that stops at the first rate the cluster cannot keep up with) the load
-generator sends POST /process-document at a constant rate for a fixed duration (open loop: the
-send times are fixed in advance and never wait for answers). Every latency is measured from the
-request's INTENDED send time, so a stalled gateway or server shows up in the numbers instead of
-silently slowing the load down (coordinated omission corrected), and recorded in HdrHistograms:
+The app under test is `--app DIR` (default: the reference app in workflow/). For each worker count
+(default 1, 2, 4, 8) a fresh cluster is started and a canary job run through it, which teaches the
+harness the app's workflow, its steps and its promise-id scheme. For each offered rate (default: a
+doubling ramp that stops at the first rate the cluster cannot keep up with) the load generator
+sends the app's own submit request ([submit] method, path, headers and body, each with a fresh
+job id) at a constant rate for a fixed duration (open loop: the send times are fixed in advance
+and never wait for answers). Every latency is measured from the request's INTENDED send time, so
+a stalled gateway or server shows up in the numbers instead of silently slowing the load down
+(coordinated omission corrected), and recorded in HdrHistograms:
 
-- accept latency: intended send -> the gateway's answer (202);
-- completion latency: intended send -> the root promise `doc/<jobId>` completed on the server
-  (its `completedOn`, read from the server after the point: no status polling load).
+- accept latency: intended send -> the gateway's 2xx answer;
+- completion latency: intended send -> the job's root promise resolved on the server (its
+  `completedOn`, read from the server after the point: no status polling load). The root is found
+  by the promise-id scheme the canary learned (e.g. `order-{job}`), or, for an app whose promise
+  ids do not carry the job id, by the ledger's dispatch records (each request carries the job mark).
 
-Per point: offered rate, achieved submit (202) rate, completed jobs/s, accept p50/p95/p99/max,
+`--step-seconds` is the reference app's knob only (its WORKFLOW_STEP_SECONDS); other apps run
+their steps as they are.
+
+Per point: offered rate, achieved submit (2xx) rate, completed jobs/s, accept p50/p95/p99/max,
 completion p50/p99, errors, schedule lag, CPU use by component. Per worker count: capacity (best
 completed jobs/s), the knee (lowest offered rate where completions fall behind), and scaling
 efficiency against 1 worker. Before the sweep the generator is run against a no-op HTTP server on
@@ -40,14 +48,16 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
 from harness.errors import HarnessError, WaitTimeout
-from harness.load import OpenLoop, OpenLoopResult, Shot, app_request, constant_rate_schedule
+from harness.history import LedgerTail
+from harness.load import OpenLoop, OpenLoopResult, Request, Shot, app_request, constant_rate_schedule
 from harness.waiting import wait_until
 
 BENCH_JSON = "bench.json"
@@ -201,16 +211,24 @@ def noop_server(stall_after: int = 0, stall_for: float = 0.0) -> Iterator[str]:
             proc.wait()
 
 
+def accepted(status: int) -> bool:
+    """The gateway accepted the submission (any 2xx: the app decides which)."""
+    return 200 <= status < 300
+
+
 def ceiling(
     rates: list[float],
     seconds: float,
     connections: int,
     progress: Callable[[str, int, int], None] | None = None,
+    request: Callable[[int], bytes | Request] | None = None,
 ) -> dict[str, Any]:
-    """The load generator's own ceiling: achieved rate and schedule lag against a no-op endpoint."""
+    """The load generator's own ceiling: achieved rate and schedule lag against a no-op endpoint,
+    sending `request(i)` (the app's submit request; default a tiny JSON body)."""
     points = []
+    make = request or (lambda i: b'{"jobId":"noop"}')
     with noop_server() as url:
-        loop = OpenLoop(url, path="/process-document", connections=connections)
+        loop = OpenLoop(url, connections=connections)
         for rate in rates:
             schedule = constant_rate_schedule(rate, seconds)
             done = [0]
@@ -222,8 +240,8 @@ def ceiling(
                 if progress and done[0] % 50 == 0:
                     progress(label, done[0], n)
 
-            res = loop.run(schedule, lambda i: b'{"jobId":"noop"}', on_answer=tick)
-            st = load_stats(res, rate, seconds, lambda s: s == 202)
+            res = loop.run(schedule, make, on_answer=tick)
+            st = load_stats(res, rate, seconds, accepted)
             keeps_up = (
                 st.achieved_rate >= 0.97 * rate
                 and (st.lag.get_value_at_percentile(99) / 1000) < CEILING_LAG_MS
@@ -314,24 +332,97 @@ def cpu_delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- one benchmark point -----------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass
 class Target:
-    """The app under load: its submit template, and its promise-id scheme learned from the canary."""
+    """The app under load: its submit template, and how each job's root promise is found on the
+    server: by the promise-id scheme learned from the canary ("order-{job}": one paginated search
+    per point), or, when the app's promise ids do not carry the job id (scheme None), by the
+    ledger's dispatch records (job mark -> promise id), read one promise at a time."""
 
     app: Any  # harness.app.spec.AppSpec
-    scheme: str  # e.g. "doc/{job}"
+    scheme: str | None  # e.g. "doc/{job}"
+    ledger_dir: Path | None = None
+    _tail: LedgerTail | None = field(default=None, init=False, repr=False, compare=False)
 
-    def request(self, prefix: str) -> Callable[[int], Any]:
-        return lambda i: app_request(self.app, f"{prefix}-{i:06d}", i)
+    @staticmethod
+    def job(prefix: str, i: int) -> str:
+        return f"{prefix}-{i:06d}"
+
+    def request(self, prefix: str) -> Callable[[int], Request]:
+        return lambda i: app_request(self.app, self.job(prefix, i), i)
 
     def pattern(self, prefix: str) -> str:
+        assert self.scheme is not None
         return self.scheme.replace("{job}", f"{prefix}-*")
 
     def job_of(self, promise_id: str) -> str | None:
+        if self.scheme is None:
+            return None
         pre, _, post = self.scheme.partition("{job}")
-        if promise_id.startswith(pre) and promise_id.endswith(post):
+        if (
+            promise_id.startswith(pre)
+            and promise_id.endswith(post)
+            and len(promise_id) >= len(pre) + len(post)
+        ):
             return promise_id[len(pre) : len(promise_id) - len(post)]
         return None
+
+    def dispatched(self, jobs: set[str]) -> dict[str, str]:
+        """job -> root promise id, from the ledger's dispatch records of these jobs."""
+        if self.ledger_dir is None or not self.ledger_dir.is_dir():
+            return {}
+        if self._tail is None:
+            self._tail = LedgerTail(self.ledger_dir)  # read incrementally: only what was appended since
+        out: dict[str, str] = {}
+        for r in self._tail.read():
+            if r.get("ev") == "dispatch" and r.get("job") in jobs and r.get("id") and not r.get("error"):
+                out.setdefault(r["job"], r["id"])
+        return out
+
+    def drain(self, server_api: str, prefix: str, jobs: set[str], timeout: float) -> bool:
+        """Wait until no root promise of these jobs is pending; False on timeout."""
+        if self.scheme is not None:
+            return drain(server_api, self.pattern(prefix), timeout)
+        done: set[str] = set()
+
+        def none_pending() -> bool:
+            roots = self.dispatched(jobs)
+            for job in sorted(jobs - done):
+                p = _promise(server_api, roots[job]) if job in roots else None
+                if p is None or p.get("state") == "PENDING":
+                    return False
+                done.add(job)
+            return True
+
+        try:
+            wait_until(none_pending, timeout=timeout, interval=0.25, expected=f"no pending {prefix} job",
+                       seen=lambda: f"{len(jobs - done)} of {len(jobs)} jobs pending or not dispatched")  # fmt: skip
+        except WaitTimeout:
+            return False
+        return True
+
+    def resolved(self, server_api: str, prefix: str, jobs: set[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(job, root promise) of each of these jobs whose root promise is resolved."""
+        if self.scheme is not None:
+            for p in _roots(server_api, self.pattern(prefix), "resolved"):
+                job = self.job_of(p["id"])
+                if job in jobs:
+                    yield job, p
+            return
+        for job, root in sorted(self.dispatched(jobs).items()):
+            p = _promise(server_api, root)
+            if p is not None and str(p.get("state", "")).upper() == "RESOLVED":
+                yield job, p
+
+
+def _promise(server_api: str, promise_id: str) -> dict[str, Any] | None:
+    """One promise by id; None when the server does not know it."""
+    res = requests.get(f"{server_api}/promises/{quote(promise_id, safe='/')}", timeout=10)
+    if res.status_code == 404:
+        return None
+    res.raise_for_status()
+    body = res.json()
+    return dict(body.get("promise", body)) if isinstance(body, dict) else None
 
 
 def _server_get(server_api: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -395,14 +486,13 @@ def run_point(
         schedule, target.request(spec.prefix), on_answer=tick
     )
     cpu1 = cpu_snapshot()
-    st = load_stats(res, spec.rate, spec.duration, lambda s: s == 202)
-    drained = drain(server_api, target.pattern(spec.prefix), drain_s)
-    intended = {f"{spec.prefix}-{s.i:06d}": res.wall(s.intended) for s in res.shots if s.status == 202}
+    st = load_stats(res, spec.rate, spec.duration, accepted)
+    intended = {target.job(spec.prefix, s.i): res.wall(s.intended) for s in res.shots if accepted(s.status)}
+    drained = target.drain(server_api, spec.prefix, set(intended), drain_s)
     completion = histogram()
     done_at: list[tuple[float, float]] = []  # (intended wall time, completion wall time)
-    for p in _roots(server_api, target.pattern(spec.prefix), "resolved"):
-        job = target.job_of(p["id"])
-        if job in intended and p.get("completedOn"):
+    for job, p in target.resolved(server_api, spec.prefix, set(intended)):
+        if p.get("completedOn"):
             t_done = p["completedOn"] / 1000
             done_at.append((intended[job], t_done))
             record(completion, max(0.0, t_done - intended[job]))
@@ -499,6 +589,7 @@ def sweep(args: argparse.Namespace, out: Path, log: Callable[[str], None]) -> di
     from harness.stack import get_stack
 
     app = AppSpec.load(args.app)
+    reference = app.root == REFERENCE_APP
 
     workers = _ints(args.workers, "--workers")
     rates = _rates_for(args)
@@ -518,7 +609,7 @@ def sweep(args: argparse.Namespace, out: Path, log: Callable[[str], None]) -> di
             "rates": rates or "auto",
             "duration_s": args.duration,
             "app": str(app.root),
-            "step_seconds": args.step_seconds if app.root == REFERENCE_APP else None,
+            "step_seconds": args.step_seconds if reference else None,  # the reference app's knob only
             "gateway_instances": args.instances,
             "connections": args.connections,
             "drain_s": args.drain,
@@ -531,20 +622,15 @@ def sweep(args: argparse.Namespace, out: Path, log: Callable[[str], None]) -> di
         "method": {
             "load": "open loop, constant rate: request i is due at start + i/rate whatever the answers",
             "latency_origin": "the intended send time (coordinated omission corrected)",
-            "accept": "intended send -> 202 from the gateway",
-            "completion": "intended send -> completedOn of each job's root promise on the server (the app's "
-            "promise-id scheme, learned from a canary job)",
+            "accept": "intended send -> the gateway's 2xx answer",
+            "completion": "intended send -> completedOn of each job's root promise, resolved on the server (found "
+            "by the app's promise-id scheme learned from a canary job, else by the ledger's dispatch records)",
             "completed_per_s": "completions in the send window shifted by the fastest completion latency",
             "processed_per_s": "all completions / (last completion - first intended send), drain included",
             "capacity": "per worker count, the best completed_per_s of its points (sustained under load)",
             "behind": f"completed/s < {BEHIND_RATIO:.0%} of offered, jobs not done after the drain, >1% errors, "
             "or completion latency p50 of the last quarter > 2x the first + 0.5s",
-            "work": (
-                f"the reference app: each of its 5 steps sleeps WORKFLOW_STEP_SECONDS={args.step_seconds}s, so "
-                "the benchmark measures orchestration (gateway, Lambda dispatch, server, workers)"
-            )
-            if app.root == REFERENCE_APP
-            else f"the app's own workflow ({app.root}): its steps as they are",
+            "work": None,  # described from the canary's learned steps (work_description)
         },
         "environment": _environment(versions),
         "ceiling": None,
@@ -555,7 +641,8 @@ def sweep(args: argparse.Namespace, out: Path, log: Callable[[str], None]) -> di
     with _Progress(total) as bar:
         if not args.no_ceiling:
             bar.point("harness ceiling (no-op endpoint)")
-            result["ceiling"] = ceiling(ceiling_rates, CEILING_SECONDS, args.connections, bar.update)
+            result["ceiling"] = ceiling(ceiling_rates, CEILING_SECONDS, args.connections, bar.update,
+                                        request=lambda i: app_request(app, Target.job("noop", i), i))  # fmt: skip
             c = result["ceiling"]
             log(
                 f"harness ceiling: {c['max_rate'] or 'below ' + str(ceiling_rates[0])} req/s against a no-op "
@@ -570,9 +657,7 @@ def sweep(args: argparse.Namespace, out: Path, log: Callable[[str], None]) -> di
                 workers=n,
                 ttl=args.ttl,
                 gateway_instances=args.instances,
-                extra_env={"WORKFLOW_STEP_SECONDS": str(args.step_seconds)}
-                if app.root == REFERENCE_APP
-                else {},
+                extra_env={"WORKFLOW_STEP_SECONDS": str(args.step_seconds)} if reference else {},
             )
             bar.point(f"starting {n} worker{'s' if n > 1 else ''}")
             with make_cluster(args.backend, config) as cluster:
@@ -581,12 +666,15 @@ def sweep(args: argparse.Namespace, out: Path, log: Callable[[str], None]) -> di
                     learned = run_canary(cluster, events, timeout=args.ttl + 30)
                 finally:
                     events.close()
+                target = Target(app, learned.scheme, config.ledger_dir)
                 if learned.scheme is None:
-                    raise HarnessError("an app whose promise ids carry the job id (to find each job's root promise)",
-                                       seen=f"the canary's root promise {learned.root}")  # fmt: skip
-                target = Target(app, learned.scheme)
+                    log(f"  the canary's root promise {learned.root} does not carry its job id {learned.job}: "
+                        "each job's root is found by the ledger's dispatch records")  # fmt: skip
                 result["app"] = {**app.summary(), "promise_id_scheme": learned.scheme, "workflow": learned.workflow,
-                                 "steps": learned.steps}  # fmt: skip
+                                 "steps": learned.steps, "roots_from": "scheme" if learned.scheme else "ledger"}  # fmt: skip
+                result["method"]["work"] = work_description(
+                    app, learned, args.step_seconds if reference else None
+                )
                 warm = PointSpec(n, min(rates or [args.start_rate]), 2.0, f"warm{n}")
                 run_point(cluster.gateway_url, cluster.server_api, warm, args.connections, args.drain, target)
                 todo = (
@@ -632,6 +720,42 @@ def sweep(args: argparse.Namespace, out: Path, log: Callable[[str], None]) -> di
     result["summary"] = summarize_sweep(result["points"])
     result["cpu_context"] = cpu_context(result["points"])
     return result
+
+
+def work_description(app: Any, learned: Any, step_seconds: str | None) -> str:
+    """What one job does, from the canary's learned workflow and steps (`step_seconds`: the
+    reference app's WORKFLOW_STEP_SECONDS, None for any other app)."""
+    steps = _steps_text(learned.steps)
+    name = f"workflow {learned.workflow or '?'}"
+    if step_seconds is not None:
+        return (
+            f"the reference app's {name}: {steps}, each sleeping WORKFLOW_STEP_SECONDS={step_seconds}s (its "
+            "--step-seconds), so the benchmark measures orchestration (gateway, Lambda dispatch, server, workers)"
+        )
+    return f"app {app.root.name}, {name}: {steps}, run as the app runs them (learned from a canary job)"
+
+
+def _steps_text(steps: list[dict[str, Any]]) -> str:
+    """'5 steps (price, weigh in pack, label in pack, price, ship [effect])' from the learned steps."""
+    nested = {s["pos"]: s["fn"] for s in steps if s.get("kind") == "gen"}
+    names = []
+    for s in steps:
+        if s.get("kind", "fn") != "fn":
+            continue
+        parent = nested.get(s["pos"].rpartition(".")[0])
+        names.append(s["fn"] + (f" in {parent}" if parent else "") + (" [effect]" if s.get("effect") else ""))
+    return f"{len(names)} step{'s' if len(names) != 1 else ''}" + (f" ({', '.join(names)})" if names else "")
+
+
+def _work_title(result: dict[str, Any]) -> str:
+    """A short name of the work per job, for plot titles and comparisons."""
+    app = result.get("app") or {}
+    steps = [s for s in app.get("steps") or [] if s.get("kind", "fn") == "fn"]
+    name = Path(str(result.get("config", {}).get("app") or app.get("dir") or "the app")).name
+    step = result.get("config", {}).get("step_seconds")
+    if not steps:
+        return f"{name}" + (f", steps x {step}s" if step else "")
+    return f"{name}: {app.get('workflow') or '?'}, {len(steps)} steps" + (f" x {step}s" if step else "")
 
 
 def _environment(versions: dict[str, str]) -> dict[str, Any]:
@@ -797,8 +921,7 @@ def plots(result: dict[str, Any], out: Path) -> list[Path]:
     paths = []
     if not pts:
         return paths
-    step = result["config"].get("step_seconds")
-    work = f"5 steps x {step}s" if step else Path(str(result["config"].get("app", "the app"))).name
+    work = _work_title(result)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     top = max(p["offered_rate"] for p in pts)
     ax.plot([0, top], [0, top], color="grey", ls=":", lw=1, label="offered = completed")
@@ -839,7 +962,7 @@ def plots(result: dict[str, Any], out: Path) -> list[Path]:
                 label=f"{n}w {qs[1]}",
             )
     for ax, title in (
-        (axes[0], "Accept latency (intended send -> 202)"),
+        (axes[0], "Accept latency (intended send -> 2xx)"),
         (axes[1], "Completion latency (intended send -> done)"),
     ):
         ax.set_yscale("log")
@@ -926,7 +1049,7 @@ def summary_markdown(result: dict[str, Any]) -> str:
         f"{env['loadavg_at_start']}; server {env['versions'].get('server')}, sdk {env['versions'].get('sdk')}. "
         "The load generator, gateway, Lambda instances, server and workers all share these CPUs.",
         "",
-        f"Work per job: {result.get('method', {}).get('work', '?')}{_steps_line(result)}. "
+        f"Work per job: {result.get('method', {}).get('work') or '?'}. "
         f"Gateway: {cfg['gateway_instances']} Lambda instances. {cfg['duration_s']:g} s per point, open loop, "
         f"{cfg['connections']} connections; latencies from the intended send time (coordinated omission "
         "corrected).",
@@ -1093,7 +1216,7 @@ def print_compare(path_a: Path, path_b: Path) -> None:
     for label, d in (("A", a), ("B", b)):
         cfg, env = d.get("config", {}), d.get("environment", {})
         console.print(
-            f"{label}: {d.get('created')} steps {cfg.get('step_seconds')}s, {cfg.get('duration_s')}s/point, "
+            f"{label}: {d.get('created')} {_work_title(d)}, {cfg.get('duration_s')}s/point, "
             f"{cfg.get('gateway_instances')} instances, {env.get('cpus')} CPUs, "
             f"ceiling {(d.get('ceiling') or {}).get('max_rate')} req/s, other processes on the CPUs "
             f"{(d.get('cpu_context') or {}).get('mean_other_processes_cores', '?')} cores on average"
@@ -1101,11 +1224,6 @@ def print_compare(path_a: Path, path_b: Path) -> None:
 
 
 # --- command line ------------------------------------------------------------------------------
-def _steps_line(result: dict[str, Any]) -> str:
-    steps = (result.get("app") or {}).get("steps") or []
-    return f" ({len(steps)} checkpoints: {', '.join(s['fn'] for s in steps)})" if steps else ""
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--app", type=Path, metavar="DIR", help="the app under test (default: the reference app)")
     p.add_argument(
@@ -1134,7 +1252,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--step-seconds",
         default=DEFAULT_STEP_SECONDS,
-        help="the reference app's WORKFLOW_STEP_SECONDS (other apps: ignored)",
+        help="the reference app's knob only: its WORKFLOW_STEP_SECONDS (seconds each step sleeps; other apps "
+        "run their steps as they are and ignore it)",
     )
     p.add_argument("--instances", type=int, default=DEFAULT_INSTANCES, help="gateway Lambda instances")
     p.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS, help="load generator connections")

@@ -280,18 +280,24 @@ Request = tuple[str, str, dict[str, str], bytes]
 
 
 def app_request(app: Any, job: str, n: int) -> Request:
-    """The app's submission of job `job` (its [submit] template) as an OpenLoop request."""
+    """The app's submission of job `job`, the run's n-th (its [submit] template), as an OpenLoop
+    request. It carries the harness's job mark (X-Harness-Job), which the gateway strips from the
+    app's event and hands to the Lambda instance, so the ledger's dispatch records name the job."""
     method, path, headers, body = app.request(job, n)
-    return method, path, {"Content-Type": "application/json", **headers}, json.dumps(body).encode()
+    data = b"" if body is None else json.dumps(body).encode()
+    return method, path, {"Content-Type": "application/json", **headers, "X-Harness-Job": job}, data
 
 
 class OpenLoop:
     """Constant-rate (open-loop) HTTP load: a dispatcher releases each request at its intended
     time to a pool of sender threads, each on its own keep-alive connection. A slow answer never
     delays the schedule; when every sender is busy the request leaves late, and its latency,
-    measured from the intended time, includes that wait (coordinated omission corrected)."""
+    measured from the intended time, includes that wait (coordinated omission corrected).
 
-    def __init__(self, url: str, method: str = "POST", path: str = "/process-document",
+    `run`'s `body(i)` makes request i: a whole Request (the app's own, see app_request), or bare
+    JSON bytes sent as `method` `path` (default POST /, for a no-op endpoint)."""
+
+    def __init__(self, url: str, method: str = "POST", path: str = "/",
                  connections: int = 64, timeout: float = 35.0) -> None:  # fmt: skip
         u = urlsplit(url)
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 80

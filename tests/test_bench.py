@@ -123,22 +123,53 @@ def test_a_tiny_real_bench_point(tmp_path: Path, server_ready: None) -> None:
         p["completion_ms"]["p50"] >= p["accept_ms"]["p50"]
     )  # done after accepted, both from the intended send
     assert data["config"]["step_seconds"] == bench.DEFAULT_STEP_SECONDS and "1" in data["summary"]
+    assert data["app"]["promise_id_scheme"] == "doc/{job}"
+    assert f"WORKFLOW_STEP_SECONDS={bench.DEFAULT_STEP_SECONDS}s" in data["method"]["work"]
     assert data["environment"]["cpus"] >= 1 and "by_component_cores" in p["cpu"]
     for name in ("summary.md", "throughput.png", "latency.png", "scaling.png"):
         assert (out / name).stat().st_size > 0
     print("\ntiny bench point:", bench._point_line(p))
 
 
+APPS = Path(__file__).resolve().parent / "apps"
+
+
+@pytest.mark.server
 def test_a_tiny_real_bench_point_on_another_app(tmp_path: Path, server_ready: None) -> None:
-    """The orders app: its own route, body and promise ids (order-<job>), learned from the canary."""
+    """The orders app: its own route (POST /orders), body and promise ids (order-<job>), learned
+    from the canary; no --step-seconds (the reference app's knob) reaches it."""
     out = tmp_path / "bench"
-    orders = Path(__file__).resolve().parent / "apps" / "orders"
-    rc = main(["bench", "--app", str(orders), "--workers", "1", "--rates", "3", "--duration", "2", "--no-ceiling",
-               "--out", str(out)])  # fmt: skip
+    rc = main(["bench", "--app", str(APPS / "orders"), "--workers", "1", "--rates", "3", "--duration", "2",
+               "--no-ceiling", "--out", str(out)])  # fmt: skip
     assert rc == 0
     data = json.loads((out / "bench.json").read_text())
     (p,) = data["points"]
-    assert p["answered_ok"] == 6 and p["completed"] == 6, p
-    assert data["app"]["promise_id_scheme"] == "order-{job}" and data["config"]["step_seconds"] is None
-    assert data["app"]["workflow"] == "fulfil"
-    assert "checkpoints" in (out / "summary.md").read_text()
+    assert p["requests"] == 6 and p["answered_ok"] == 6 and p["completed"] == 6, p
+    assert p["completion_ms"]["p50"] >= p["accept_ms"]["p50"]
+    app = data["app"]
+    assert app["promise_id_scheme"] == "order-{job}" and app["roots_from"] == "scheme"
+    assert app["workflow"] == "fulfil" and app["steps"] and data["config"]["step_seconds"] is None
+    work = data["method"]["work"]
+    assert work.startswith("app orders, workflow fulfil: ") and "WORKFLOW_STEP_SECONDS" not in work
+    summary = (out / "summary.md").read_text()
+    assert f"Work per job: {work}" in summary and "ship [effect]" in work
+    sent = [json.loads(line) for line in (out / "cluster-w1" / "logs" / "gateway-requests.jsonl").open()]
+    # the canary, the warm-up (6) and the point (6): all the app's own route, none the reference app's
+    assert len(sent) == 13 and {(e["method"], e["path"]) for e in sent} == {("POST", "/orders")}
+    print("\ntiny bench point (orders):", bench._point_line(p))
+
+
+@pytest.mark.server
+def test_bench_finds_roots_by_the_ledger_when_promise_ids_do_not_carry_the_job(
+    tmp_path: Path, server_ready: None
+) -> None:
+    """An app dispatching under random promise ids: no scheme to search by, so each job's root is
+    the one the ledger's dispatch records name for its job mark."""
+    out = tmp_path / "bench"
+    rc = main(["bench", "--app", str(APPS / "broken_random_id"), "--workers", "1", "--rates", "2",
+               "--duration", "1", "--no-ceiling", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    data = json.loads((out / "bench.json").read_text())
+    (p,) = data["points"]
+    assert data["app"]["promise_id_scheme"] is None and data["app"]["roots_from"] == "ledger"
+    assert p["answered_ok"] == 2 and p["completed"] == 2 and p["drained"], p

@@ -208,8 +208,9 @@ def test_replay_fails_on_a_step_called_directly_in_the_workflow_body() -> None:
            "re-ran on replay (2 times" in v["detail"]  # fmt: skip
 
 
-def zombie_run(carrier: tuple[str, int]) -> tuple[FakeRun, dict]:
-    """worker-3 paused in step 3, worker-1 takes over; after the heal `carrier` runs step 5 again."""
+def zombie_run(carrier: tuple[str, int], carrier_first: bool = False) -> tuple[FakeRun, dict]:
+    """worker-3 paused in step 3, worker-1 takes over; after the heal `carrier` runs step 5 again
+    (with `carrier_first`, before the takeover gets to step 5)."""
     run, _jobs = healthy(kill_step=None)
     job = run.new_job()
     run.submit(job)
@@ -218,18 +219,27 @@ def zombie_run(carrier: tuple[str, int]) -> tuple[FakeRun, dict]:
     ex = run.execute(job, 3, "worker-3", 33, end=False)
     run.fault("pause", "worker-3", job=job["jobId"], step="3", pid=33, attempt=ex)
     run.enter(job, "worker-1", 11)
-    for step in (3, 4, 5):
+    for step in (3, 4) if carrier_first else (3, 4, 5):
         run.execute(job, step, "worker-1", 11)
     run.event("heal", fault="pause", target="worker-3")
     root = run.root(job)
     run.record("end", "worker-3", 33, root=root, id=f"{root}.3", pos="3", fn="score", exec=ex, value="late")
     run.execute(job, 5, *carrier)
+    if carrier_first:
+        run.execute(job, 5, "worker-1", 11)
     run.finish(job)
     return run, job
 
 
 def test_a_paused_worker_carrying_on_with_later_steps_is_named_not_failed() -> None:
     run, _job = zombie_run(("worker-3", 33))
+    v = verdict(run, "replay")
+    assert v["ok"], v["detail"]
+    assert "then worker-3 carried on and ran step 5 again" in v["detail"]
+
+
+def test_a_paused_worker_reaching_a_later_step_before_the_takeover_is_named_not_failed() -> None:
+    run, _job = zombie_run(("worker-3", 33), carrier_first=True)
     v = verdict(run, "replay")
     assert v["ok"], v["detail"]
     assert "then worker-3 carried on and ran step 5 again" in v["detail"]

@@ -68,12 +68,12 @@ def replay(h: History) -> Verdict:
                     f"job {job}: {call['fn']} is called directly in the workflow body, not through ctx.run, "
                     f"and re-ran on replay ({call['entries']} times, by {', '.join(call['workers'])})")  # fmt: skip
         carried_on = zombie_continuations(h, job, job_hits)
+        zombies = set().union(*carried_on.values())
         for runs in runs_of.values():
-            # every execution after the first must follow a fault that hit this step, or be the
-            # paused / cut-off worker carrying on with its own copy of the workflow
-            for x in runs[1:]:
-                if any(x.exec in later for later in carried_on.values()):
-                    continue
+            # every execution after the first must follow a fault that hit this step; the paused /
+            # cut-off worker carrying on with its own copy of the workflow (before or after the
+            # takeover reached that step) is not counted
+            for x in [r for r in runs if r.exec not in zombies][1:]:
                 if not any(hit.t <= x.start and hit.covers(x) for hit in job_hits):
                     rerun_problems.append(f"job {job} {x.step}: executed {len(runs)} times (by "
                                           f"{', '.join(r.worker for r in runs)}) though no fault interrupted it")  # fmt: skip
